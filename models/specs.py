@@ -1,0 +1,61 @@
+"""Input/output contract of each exported model (see DESIGN.md, "The exported model is self-contained").
+
+Torch-free on purpose: the service and the load tests import it without pulling in training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Name in the BentoML model store and the graph's named input/output (batch axis excluded)."""
+
+    name: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    output_shape: tuple[int, ...]
+
+    def io_metadata(self) -> dict:
+        """Input/output names and shapes as stored in the model's metadata (-1 = dynamic batch)."""
+        d = asdict(self)
+        return {
+            "input": {"name": d["input_name"], "shape": [-1, *d["input_shape"]], "dtype": "float32"},
+            "output": {"name": d["output_name"], "shape": [-1, *d["output_shape"]], "dtype": "float32"},
+        }
+
+
+# scikit-learn's column order for fetch_california_housing().data
+HOUSING_FEATURES: tuple[str, ...] = (
+    "MedInc",
+    "HouseAge",
+    "AveRooms",
+    "AveBedrms",
+    "Population",
+    "AveOccup",
+    "Latitude",
+    "Longitude",
+)
+MNIST_IMAGE_SIZE = 28
+MNIST_NUM_CLASSES = 10
+
+HOUSING = ModelSpec(
+    name="housing_mlp",
+    input_name="features",
+    input_shape=(len(HOUSING_FEATURES),),
+    output_name="value",
+    output_shape=(1,),
+)
+MNIST = ModelSpec(
+    name="mnist_cnn",
+    input_name="images",
+    input_shape=(1, MNIST_IMAGE_SIZE, MNIST_IMAGE_SIZE),
+    output_name="logits",
+    output_shape=(MNIST_NUM_CLASSES,),
+)
+
+# File names inside each BentoML model directory (DESIGN.md, "Model store contract").
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript"

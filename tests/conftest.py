@@ -1,0 +1,56 @@
+"""Shared fixtures. Every test run gets its own BENTOML_HOME (set before bentoml is imported)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
+os.environ["BENTOML_HOME"] = _BENTOML_HOME
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real datasets (DATA_DIR, default ./data as in the training scripts)."""
+    path = Path(os.environ.get("DATA_DIR", "data")).resolve()
+    if not (path / "cal_housing_py3.pkz").exists() or not (path / "MNIST" / "raw").is_dir():
+        pytest.exit(
+            f"the real datasets are not in {path}: set DATA_DIR (offline: DATA_DIR=../shared/datasets)",
+            returncode=2,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def housing(data_dir):
+    from training.data import load_housing
+
+    return load_housing(data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    from training.data import load_mnist
+
+    return load_mnist(data_dir, download=False)
+
+
+def run_module(
+    module: str, *args: str, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run `python -m module args` from the repo root as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

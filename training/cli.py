@@ -1,0 +1,81 @@
+"""Command-line plumbing shared by the training entry points: flags, logging, clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.device import DEVICE_CHOICES, DeviceUnavailableError
+from training.data import DatasetMissingError
+from training.export import ParityError
+
+# Errors that end a run with one clear line instead of a traceback.
+USER_ERRORS = (DatasetMissingError, ParityError, DeviceUnavailableError)
+
+
+def base_parser(
+    prog: str, description: str, *, model_name: str, epochs: int, batch_size: int, lr: float
+) -> argparse.ArgumentParser:
+    """Flags every training script has; each script adds its own and sets its defaults."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DATA_DIR", "data")),
+        help="dataset folder (env DATA_DIR); offline copy: ../shared/datasets",
+    )
+    parser.add_argument("--no-download", action="store_true", help="never try to download the dataset")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("runs") / model_name,
+        help="where plots, metrics.json and the exported files go",
+    )
+    parser.add_argument("--epochs", type=int, default=epochs, help="maximum number of epochs")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (one-cycle schedule)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="smoke mode: use only the first N training and validation samples",
+    )
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="training device")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation")
+    parser.add_argument(
+        "--no-register",
+        action="store_true",
+        help="export and check parity but do not register in the model store",
+    )
+    return parser
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "bentoml"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
+    """Run an entry point; known user errors exit with status 1 and one line on stderr."""
+    setup_logging()
+    try:
+        main(argv)
+    except USER_ERRORS as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,119 @@
+"""Dataset loading and the fixed evaluation splits of DESIGN.md.
+
+Both loaders read `DATA_DIR` (scikit-learn's cache for California Housing, torchvision's
+`MNIST/raw` layout for MNIST); online they download as usual, offline they need a prepared folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SPLIT_SEED = 42
+MNIST_VALID_SIZE = 5_000
+
+
+class DatasetMissingError(RuntimeError):
+    """The dataset is not in DATA_DIR and could not be downloaded."""
+
+
+def _missing(name: str, data_dir: Path, expected: str, reason: str) -> DatasetMissingError:
+    return DatasetMissingError(
+        f"{name} not found in {data_dir.resolve()} (expected {expected}) and {reason}. "
+        f"Point DATA_DIR (or --data-dir) at a prepared folder, "
+        f"e.g. DATA_DIR=../shared/datasets, or run once with network access."
+    )
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None else Split(self.x[:n], self.y[:n])
+
+
+@dataclass
+class Splits:
+    train: Split
+    valid: Split
+    test: Split
+    definition: dict
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+def load_housing(data_dir: Path, download: bool = True) -> Splits:
+    """California Housing with DESIGN.md's split: 25 % test, then 25 % of the rest for validation."""
+    from sklearn.datasets import fetch_california_housing
+    from sklearn.model_selection import train_test_split
+
+    try:
+        x, y = fetch_california_housing(
+            data_home=str(data_dir), download_if_missing=download, return_X_y=True
+        )
+    except OSError as exc:  # IOError when download_if_missing=False, URLError/socket errors online
+        reason = "download is disabled" if not download else f"the download failed ({exc})"
+        raise _missing("California Housing", data_dir, "cal_housing_py3.pkz", reason) from None
+    x = x.astype(np.float32)
+    y = y.astype(np.float32)
+    x_train_full, x_test, y_train_full, y_test = train_test_split(x, y, random_state=SPLIT_SEED)
+    x_train, x_valid, y_train, y_valid = train_test_split(x_train_full, y_train_full, random_state=SPLIT_SEED)
+    definition = {
+        "dataset": "sklearn.datasets.fetch_california_housing",
+        "rows": int(len(y)),
+        "test": f"train_test_split(X, y, random_state={SPLIT_SEED}) (25 %)",
+        "valid": f"train_test_split(X_train_full, y_train_full, random_state={SPLIT_SEED}) (25 %)",
+        "standardization": "fitted on the train split only",
+    }
+    splits = Splits(Split(x_train, y_train), Split(x_valid, y_valid), Split(x_test, y_test), definition)
+    logger.info("California Housing from %s: %s", data_dir, splits.sizes())
+    return splits
+
+
+def _mnist_arrays(data_dir: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import MNIST
+
+    try:
+        ds = MNIST(root=str(data_dir), train=train, download=download)
+    except (RuntimeError, OSError) as exc:
+        reason = "download is disabled" if not download else f"the download failed ({exc})"
+        raise _missing("MNIST", data_dir, "MNIST/raw/*-ubyte", reason) from None
+    images = ds.data.numpy().astype(np.float32)[:, None, :, :] / 255.0
+    return images, ds.targets.numpy().astype(np.int64)
+
+
+def load_mnist(data_dir: Path, download: bool = True) -> Splits:
+    """Official 60,000 / 10,000 split; a fixed, seeded 5,000 of the 60,000 held out for validation.
+
+    Images are float32 (N, 1, 28, 28) in [0, 1]: the exported model's raw input.
+    """
+    x_full, y_full = _mnist_arrays(data_dir, train=True, download=download)
+    x_test, y_test = _mnist_arrays(data_dir, train=False, download=download)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y_full))
+    valid_idx, train_idx = order[:MNIST_VALID_SIZE], order[MNIST_VALID_SIZE:]
+    definition = {
+        "dataset": "torchvision.datasets.MNIST",
+        "test": "official 10,000-image test set",
+        "valid": f"{MNIST_VALID_SIZE} of the official 60,000 training images, "
+        f"numpy.random.default_rng({SPLIT_SEED}).permutation(60000)[:{MNIST_VALID_SIZE}]",
+        "train": "the remaining 55,000 training images",
+    }
+    splits = Splits(
+        Split(x_full[train_idx], y_full[train_idx]),
+        Split(x_full[valid_idx], y_full[valid_idx]),
+        Split(x_test, y_test),
+        definition,
+    )
+    logger.info("MNIST from %s: %s", data_dir, splits.sizes())
+    return splits
