@@ -91,6 +91,7 @@ class GeoFourierFeatures(nn.Module):
 class HousingMLP(nn.Module):
     def __init__(self, config: HousingConfig, preprocess: FeaturePreprocess) -> None:
         super().__init__()
+        self.config = config
         self.preprocess = preprocess
         self.geo = GeoFourierFeatures(config.geo_frequencies, config.geo_scale, config.geo_seed)
         layers: list[nn.Module] = []

@@ -52,6 +52,7 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 class MnistCNN(nn.Module):
     def __init__(self, config: MnistConfig) -> None:
         super().__init__()
+        self.config = config
         c1, c2 = config.channels
         side = MNIST_IMAGE_SIZE // 4
         self.normalize = Normalize(config.mean, config.std)

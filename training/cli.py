@@ -42,7 +42,7 @@ def base_parser(
         help="where plots, metrics.json and the exported files go",
     )
     parser.add_argument("--epochs", type=int, default=epochs, help="maximum number of epochs")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="training batch size")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (one-cycle schedule)")
     parser.add_argument(
         "--limit",

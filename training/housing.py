@@ -1,28 +1,23 @@
 """Train the California Housing MLP, evaluate it on the fixed test split, export and register it.
 
 python -m training.housing --help
-DATA_DIR=../shared/datasets python -m training.housing                  # full run (~1 min)
-DATA_DIR=../shared/datasets python -m training.housing --epochs 2 --limit 2000   # smoke run
+DATA_DIR=../shared/datasets python -m training.housing                          # full run (~30 s)
+DATA_DIR=../shared/datasets python -m training.housing --epochs 2 --limit 2000  # smoke run
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import asdict
 
 import torch
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
-from models.device import resolve_device
 from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
 from models.specs import HOUSING
-from training import plots
-from training.cli import base_parser, run, seed_everything
+from training import pipeline, plots
+from training.cli import base_parser, run
 from training.data import load_housing
-from training.export import PARITY_BATCH_SIZES, export_and_register
-from training.loop import fit, make_loader, predict
+from training.loop import predict
 
 logger = logging.getLogger(__name__)
 
@@ -47,41 +42,20 @@ def rmse(out: torch.Tensor, target: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out_dir = args.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    splits = load_housing(args.data_dir, download=not args.no_download)
-    train, valid = splits.train.head(args.limit), splits.valid.head(args.limit)
-
+    job = pipeline.start(args, load_housing)
     config = HousingConfig()
-    model = HousingMLP(config, FeaturePreprocess.fit(train.x, config.log_features))
-    train_loader = make_loader(
-        train.x, train.y[:, None], args.batch_size, shuffle=True, device=device, seed=args.seed
-    )
-    valid_loader = make_loader(valid.x, valid.y[:, None], 4096, shuffle=False, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader)
-    )
-    logger.info("training %s on %s: %d train / %d valid rows", HOUSING.name, device, len(train), len(valid))
-    start = time.perf_counter()
-    history = fit(
+    model = HousingMLP(config, FeaturePreprocess.fit(job.train.x, config.log_features))
+    pipeline.train(
+        job,
         model,
-        train_loader,
-        valid_loader,
         loss_fn=torch.nn.MSELoss(),
-        optimizer=optimizer,
-        epochs=args.epochs,
-        device=device,
         metric=("rmse", rmse),
-        scheduler=scheduler,
+        column_targets=True,
         patience=args.patience,
     )
-    wall = time.perf_counter() - start
 
-    y_pred = predict(model, splits.test.x, device)[:, 0]
-    y_true = splits.test.y
+    y_true = job.splits.test.y
+    y_pred = predict(model, job.splits.test.x, job.device)[:, 0]
     metrics = {
         "test_rmse": float(root_mean_squared_error(y_true, y_pred)),
         "test_mae": float(mean_absolute_error(y_true, y_pred)),
@@ -89,49 +63,23 @@ def main(argv: list[str] | None = None) -> dict:
         "test_rows": int(len(y_true)),
     }
     logger.info(
-        "test split (%d rows): RMSE %.4f  MAE %.4f  R2 %.4f",
+        "test split (%d rows): RMSE %.4f  MAE %.4f  R2 %.4f; training took %.0f s",
         len(y_true),
         metrics["test_rmse"],
         metrics["test_mae"],
         metrics["test_r2"],
+        job.wall_seconds,
     )
-    plots.loss_curves(history, out_dir / "loss_curves.png", "California Housing MLP", "RMSE")
+    plots.loss_curves(job.history, args.out_dir / "loss_curves.png", "California Housing MLP", "RMSE")
     plots.predicted_vs_true(
         y_true,
         y_pred,
-        out_dir / "predicted_vs_true.png",
+        args.out_dir / "predicted_vs_true.png",
         f"Housing test split: RMSE {metrics['test_rmse']:.3f}, R² {metrics['test_r2']:.3f}",
     )
-    training_info = {
-        "epochs_run": len(history),
-        "best_epoch": min(history, key=lambda h: h.valid_loss).epoch,
-        "wall_seconds": round(wall, 1),
-        "device": str(device),
-        "limit": args.limit or 0,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "seed": args.seed,
-    }
-    tag = export_and_register(
-        model,
-        HOUSING,
-        splits.test.x[: max(PARITY_BATCH_SIZES)],
-        out_dir,
-        {
-            **metrics,
-            "split": splits.definition,
-            "split_sizes": splits.sizes(),
-            "config": asdict(config),
-            "training": training_info,
-        },
-        labels={"task": "regression", "dataset": "california_housing"},
-        do_register=not args.no_register,
+    return pipeline.finish(
+        job, model, HOUSING, metrics, labels={"task": "regression", "dataset": "california_housing"}
     )
-    summary = {"tag": tag, **metrics, "training": training_info, "history": [asdict(h) for h in history]}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    logger.info("wrote %s (plots, metrics.json, exported files); model %s", out_dir, tag or "not registered")
-    return summary
 
 
 if __name__ == "__main__":
