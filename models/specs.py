@@ -17,6 +17,7 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     output_name: str
     output_shape: tuple[int, ...]
+    train_command: str  # what a user runs to (re)create this model in the store
 
     def io_metadata(self) -> dict:
         """Input/output names and shapes as stored in the model's metadata (-1 = dynamic batch)."""
@@ -47,6 +48,7 @@ HOUSING = ModelSpec(
     input_shape=(len(HOUSING_FEATURES),),
     output_name="value",
     output_shape=(1,),
+    train_command="python -m training.housing",
 )
 MNIST = ModelSpec(
     name="mnist_cnn",
@@ -54,6 +56,7 @@ MNIST = ModelSpec(
     input_shape=(1, MNIST_IMAGE_SIZE, MNIST_IMAGE_SIZE),
     output_name="logits",
     output_shape=(MNIST_NUM_CLASSES,),
+    train_command="python -m training.mnist",
 )
 
 # File names inside each BentoML model directory (DESIGN.md, "Model store contract").

@@ -54,3 +54,93 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(module: str, data_dir: Path, out_dir: Path, *flags: str) -> dict:
+    """A training script run as a user runs it; returns its metrics.json (+ out_dir)."""
+    import json
+
+    proc = run_module(module, "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--no-download", *flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {**json.loads((out_dir / "metrics.json").read_text()), "out_dir": out_dir}
+
+
+@pytest.fixture(scope="session")
+def smoke_models(data_dir, tmp_path_factory) -> dict:
+    """Both models smoke-trained once per session and registered; {model name: metrics.json}."""
+    return {
+        "housing_mlp": train(
+            "training.housing", data_dir, tmp_path_factory.mktemp("h"), "--epochs", "2", "--limit", "2000"
+        ),
+        "mnist_cnn": train(
+            "training.mnist", data_dir, tmp_path_factory.mktemp("m"), "--epochs", "1", "--limit", "2000"
+        ),
+    }
+
+
+class Server:
+    """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
+
+    def __init__(self, env: dict, startup_timeout: float = 180) -> None:
+        import requests
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "service.service:ModelService",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        import time
+
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"bentoml serve exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
+                )
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"bentoml serve not ready in {startup_timeout} s:\n{self.output()[-4000:]}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()

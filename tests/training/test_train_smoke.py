@@ -1,6 +1,6 @@
 """Smoke training runs exactly as a user starts them; the registered model must be usable."""
 
-import json
+from pathlib import Path
 
 import bentoml
 import numpy as np
@@ -8,25 +8,19 @@ import onnxruntime as ort
 import pytest
 
 from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
-from tests.conftest import run_module
-
-
-def _run(module, data_dir, out_dir, *flags):
-    proc = run_module(module, "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--no-download", *flags)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out_dir / "metrics.json").read_text())
+from tests.conftest import train
 
 
 def _stored(tag: str):
     model = bentoml.models.get(tag)
-    assert model.path_of(ONNX_FILE) and model.path_of(TORCHSCRIPT_FILE)
+    assert Path(model.path_of(ONNX_FILE)).is_file() and Path(model.path_of(TORCHSCRIPT_FILE)).is_file()
     return model
 
 
-def test_housing_smoke_run_registers_a_usable_model(data_dir, housing, tmp_path):
-    summary = _run("training.housing", data_dir, tmp_path, "--epochs", "2", "--limit", "2000")
+def test_housing_smoke_run_registers_a_usable_model(data_dir, housing, smoke_models, tmp_path):
+    summary = smoke_models["housing_mlp"]
     for png in ("loss_curves.png", "predicted_vs_true.png"):
-        assert (tmp_path / png).stat().st_size > 10_000
+        assert (summary["out_dir"] / png).stat().st_size > 10_000
     model = _stored(summary["tag"])
     meta = model.info.metadata
     assert meta["test_rmse"] == pytest.approx(summary["test_rmse"])
@@ -39,15 +33,15 @@ def test_housing_smoke_run_registers_a_usable_model(data_dir, housing, tmp_path)
     rmse = float(np.sqrt(np.mean((pred.astype(np.float64) - housing.test.y) ** 2)))
     assert rmse == pytest.approx(meta["test_rmse"], rel=1e-4)
     # a second run is a new version of the same model
-    summary2 = _run("training.housing", data_dir, tmp_path / "again", "--epochs", "1", "--limit", "500")
+    summary2 = train("training.housing", data_dir, tmp_path, "--epochs", "1", "--limit", "500")
     assert summary2["tag"] != summary["tag"]
     assert bentoml.models.get(f"{HOUSING.name}:latest").tag == bentoml.models.get(summary2["tag"]).tag
 
 
-def test_mnist_smoke_run_registers_a_usable_model(data_dir, mnist, tmp_path):
-    summary = _run("training.mnist", data_dir, tmp_path, "--epochs", "1", "--limit", "2000")
+def test_mnist_smoke_run_registers_a_usable_model(mnist, smoke_models):
+    summary = smoke_models["mnist_cnn"]
     for png in ("loss_curves.png", "confusion_matrix.png"):
-        assert (tmp_path / png).stat().st_size > 10_000
+        assert (summary["out_dir"] / png).stat().st_size > 10_000
     model = _stored(summary["tag"])
     meta = model.info.metadata
     assert meta["test_accuracy"] == pytest.approx(summary["test_accuracy"])
