@@ -90,8 +90,6 @@ class Server:
     """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
 
     def __init__(self, env: dict, startup_timeout: float = 180) -> None:
-        import requests
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
@@ -113,9 +111,18 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        try:
+            self._wait_ready(startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         import time
 
-        deadline = time.monotonic() + startup_timeout
+        import requests
+
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -124,11 +131,10 @@ class Server:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting
                 pass
             time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"bentoml serve not ready in {startup_timeout} s:\n{self.output()[-4000:]}")
+        raise RuntimeError(f"bentoml serve not ready in {timeout} s:\n{self.output()[-4000:]}")
 
     def output(self) -> str:
         self.log.flush()

@@ -1,0 +1,74 @@
+"""Send the whole test splits through the running service and compare the served metrics with the
+ones stored in the models' metadata (reported by GET /status).
+
+    python -m loadtests.accuracy --url http://127.0.0.1:3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import requests
+from sklearn.metrics import accuracy_score, root_mean_squared_error
+from tqdm.auto import tqdm
+
+from loadtests.payloads import housing_test, mnist_test
+
+
+def served(url: str, route: str, field: str, x: np.ndarray, per_request: int) -> list:
+    out = []
+    with requests.Session() as session:
+        for i in tqdm(range(0, len(x), per_request), desc=route, disable=None):
+            r = session.post(f"{url}/{route}", json={field: x[i : i + per_request].tolist()}, timeout=120)
+            r.raise_for_status()
+            out.extend(r.json())
+    return out
+
+
+def check(url: str, housing_rows: int = 1000, images: int = 250) -> dict:
+    """Served vs stored test metrics; raises nothing, returns both."""
+    status = requests.get(f"{url}/status", timeout=10).json()["models"]
+    h = housing_test().test
+    pred = np.array(served(url, "predict_housing", "features", h.x, housing_rows))
+    m = mnist_test().test
+    labels = [p["label"] for p in served(url, "classify_digits", "images", m.x[:, 0], images)]
+    return {
+        "housing_mlp": {
+            "served_test_rmse": float(root_mean_squared_error(h.y, pred)),
+            "stored_test_rmse": status["housing_mlp"]["test_metrics"]["test_rmse"],
+        },
+        "mnist_cnn": {
+            "served_test_accuracy": float(accuracy_score(m.y, labels)),
+            "stored_test_accuracy": status["mnist_cnn"]["test_metrics"]["test_accuracy"],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.accuracy",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:3000", help="base URL of the service")
+    parser.add_argument("--rows-per-request", type=int, default=1000, help="housing rows per request")
+    parser.add_argument("--images-per-request", type=int, default=250, help="MNIST images per request")
+    args = parser.parse_args(argv)
+    result = check(args.url, args.rows_per_request, args.images_per_request)
+    h, m = result["housing_mlp"], result["mnist_cnn"]
+    print(f"housing_mlp  served RMSE {h['served_test_rmse']:.7f}  stored {h['stored_test_rmse']:.7f}")
+    print(
+        f"mnist_cnn    served acc {m['served_test_accuracy']:.4f} stored {m['stored_test_accuracy']:.4f}"
+    )
+    ok = (
+        abs(h["served_test_rmse"] - h["stored_test_rmse"]) < 1e-6
+        and m["served_test_accuracy"] == m["stored_test_accuracy"]
+    )
+    print("served metrics equal the stored ones" if ok else "MISMATCH between served and stored metrics")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

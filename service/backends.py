@@ -1,0 +1,129 @@
+"""Inference backends behind one small interface: ONNX Runtime or TorchScript, on CPU or CUDA.
+
+Each backend takes the model's raw float32 input (batch first) and returns its raw output.
+Device choice is explicit: `cuda` that cannot be honoured raises DeviceUnavailableError.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models.device import DeviceUnavailableError, resolve_device
+from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class Backend(Protocol):
+    kind: str
+    device: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+
+class OnnxBackend:
+    kind = "onnx"
+
+    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads must not spin: on a few cores they would steal CPU from the event loop
+        # that parses the next requests (measured: bimodal single-client latency with spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = [CUDA_PROVIDER, CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if device == "cuda" and self.session.get_providers()[0] != CUDA_PROVIDER:
+            raise DeviceUnavailableError(
+                f"ONNX Runtime could not create a CUDA session for {path.name} "
+                f"(providers in use: {self.session.get_providers()})"
+            )
+        self.device = device
+        self.spec = spec
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.spec.output_name], {self.spec.input_name: x})[0]
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.kind,
+            "device": self.device,
+            "execution_providers": self.session.get_providers(),
+            "intra_op_threads": self.threads,
+        }
+
+
+class TorchScriptBackend:
+    kind = "torchscript"
+
+    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.torch_device = torch.device(device)
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch>=2.10, still supported
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.")
+            self.module = torch.jit.load(str(path), map_location=self.torch_device).eval()
+        self.device = device
+        self.spec = spec
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.module(self.torch.from_numpy(x).to(self.torch_device))
+            return out.cpu().numpy()
+
+    def describe(self) -> dict:
+        info = {"backend": self.kind, "device": self.device, "torch_threads": self.threads}
+        if self.device == "cuda":
+            info["gpu"] = self.torch.cuda.get_device_name(self.torch_device)
+        return info
+
+
+def resolve_backend_device(kind: str, requested: str) -> str:
+    """`cpu` or `cuda` for this backend; `auto` picks CUDA only when the backend can use it."""
+    if kind == "torchscript":
+        return resolve_device(requested).type
+    import onnxruntime as ort
+    import torch
+
+    has_provider = CUDA_PROVIDER in ort.get_available_providers()
+    has_gpu = torch.cuda.is_available()
+    if requested == "cuda" and not (has_provider and has_gpu):
+        raise DeviceUnavailableError(
+            "MODEL_DEVICE=cuda with MODEL_BACKEND=onnx needs a GPU and onnxruntime-gpu "
+            f"(GPU visible to torch: {has_gpu}; ONNX Runtime providers: {ort.get_available_providers()}); "
+            "use MODEL_DEVICE=cpu or auto on this machine"
+        )
+    if requested == "auto" and has_gpu and not has_provider:
+        logger.warning(
+            "a GPU is present but ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu): "
+            "the ONNX backend runs on the CPU"
+        )
+    return "cuda" if requested == "cuda" or (requested == "auto" and has_gpu and has_provider) else "cpu"
+
+
+BACKENDS = {"onnx": (OnnxBackend, ONNX_FILE), "torchscript": (TorchScriptBackend, TORCHSCRIPT_FILE)}
+
+
+def load_backend(kind: str, model_dir: Path, spec: ModelSpec, device: str, threads: int) -> Backend:
+    cls, filename = BACKENDS[kind]
+    backend = cls(Path(model_dir) / filename, spec, resolve_backend_device(kind, device), threads)
+    logger.info("loaded %s: %s", spec.name, backend.describe())
+    return backend

@@ -1,0 +1,65 @@
+"""ASGI middleware that rejects request bodies over a size limit with a 413 JSON error."""
+
+from __future__ import annotations
+
+import json
+
+
+class BodySizeLimit:
+    """413 for bodies over `max_bytes`: at once from Content-Length, or while a chunked body is read
+    (buffered up to the limit, then replayed to the app)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send, size: str) -> None:
+        body = json.dumps(
+            {"error": f"request body is {size} bytes; the limit is {self.max_bytes} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self._reject(send, "of unknown size")
+            if int(length) > self.max_bytes:
+                return await self._reject(send, length.decode())
+            return await self.app(scope, receive, send)
+        # No Content-Length (chunked): read up to the limit before handing the body on.
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > self.max_bytes:
+                return await self._reject(send, f"more than {self.max_bytes}")
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)

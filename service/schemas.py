@@ -1,0 +1,49 @@
+"""Request/response types of the HTTP API. Validation happens here, before adaptive batching:
+pydantic reports the field path and reason of every malformed value as a 400."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AllowInfNan, BaseModel, Field, Strict
+
+from models.specs import HOUSING_FEATURES, MNIST_IMAGE_SIZE, MNIST_NUM_CLASSES
+from service.settings import get_settings
+
+_settings = get_settings()
+
+# A JSON number (never a string or a bool), finite.
+FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
+Pixel = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
+
+HousingRow = Annotated[
+    list[FiniteFloat],
+    Field(min_length=len(HOUSING_FEATURES), max_length=len(HOUSING_FEATURES)),
+]
+HousingFeatures = Annotated[
+    list[HousingRow],
+    Field(
+        min_length=1,
+        max_length=_settings.max_housing_rows,
+        description="Rows of raw feature values in the order " + ", ".join(HOUSING_FEATURES),
+        examples=[[[8.3252, 41.0, 6.9841, 1.0238, 322.0, 2.5556, 37.88, -122.23]]],
+    ),
+]
+
+_PixelRow = Annotated[list[Pixel], Field(min_length=MNIST_IMAGE_SIZE, max_length=MNIST_IMAGE_SIZE)]
+Image = Annotated[list[_PixelRow], Field(min_length=MNIST_IMAGE_SIZE, max_length=MNIST_IMAGE_SIZE)]
+Images = Annotated[
+    list[Image],
+    Field(
+        min_length=1,
+        max_length=_settings.max_images,
+        description="28x28 images, pixel intensities in [0, 1], white digit on black (as MNIST)",
+    ),
+]
+
+
+class DigitPrediction(BaseModel):
+    label: int = Field(ge=0, lt=MNIST_NUM_CLASSES, description="predicted digit")
+    probabilities: list[float] = Field(
+        min_length=MNIST_NUM_CLASSES, max_length=MNIST_NUM_CLASSES, description="softmax over 0..9"
+    )

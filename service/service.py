@@ -1,0 +1,213 @@
+"""The BentoML service: housing_mlp and mnist_cnn behind validated, adaptively batched HTTP APIs.
+
+    bentoml serve                                  # from the repo root (bentofile.yaml)
+    MODEL_BACKEND=torchscript bentoml serve --port 3000
+    curl -s localhost:3000/status
+
+Life cycle: load both models from the BentoML model store (a missing one names its training
+command) -> warm each backend up at a few batch sizes -> ready. Requests: pydantic validation (its own
+400 per request) -> adaptive batching -> backend -> one output per input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from models.specs import HOUSING, MNIST, ModelSpec
+from service.images import Invert
+from service.limits import BodySizeLimit
+from service.schemas import DigitPrediction, HousingFeatures, Images
+from service.settings import ServiceSettings, get_settings
+
+logger = logging.getLogger("service")
+settings = get_settings()
+
+
+class ModelNotFoundError(RuntimeError):
+    pass
+
+
+@dataclass
+class ServedModel:
+    spec: ModelSpec
+    tag: str
+    metadata: dict
+    backend: object  # service.backends.Backend
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.backend(np.ascontiguousarray(x, dtype=np.float32))
+
+    def status(self) -> dict:
+        return {
+            "tag": self.tag,
+            **self.backend.describe(),
+            "input": self.metadata.get("io", {}).get("input"),
+            "test_metrics": {k: v for k, v in self.metadata.items() if k.startswith("test_")},
+        }
+
+
+HOUSING_REF = bentoml.models.BentoModel(settings.housing_model)
+MNIST_REF = bentoml.models.BentoModel(settings.mnist_model)
+MODELS = ((HOUSING_REF, HOUSING), (MNIST_REF, MNIST))
+
+
+def stored_model(ref: bentoml.models.BentoModel, spec: ModelSpec):
+    stored = ref.stored
+    if stored is None:
+        home = os.environ.get("BENTOML_HOME", "~/bentoml")
+        raise ModelNotFoundError(
+            f"model {ref.tag} is not in the BentoML model store (BENTOML_HOME={home}). "
+            f"Train and register it with `{spec.train_command}` (or `make train`)."
+        )
+    return stored
+
+
+def preflight() -> None:
+    """Checks that stop `bentoml serve` / `bentoml build` before any worker starts: both models are in
+    the store and the requested device exists (MODEL_DEVICE=cuda without a GPU is an error)."""
+    from models.device import DeviceUnavailableError
+    from service.backends import resolve_backend_device
+
+    try:
+        for ref, spec in MODELS:
+            stored_model(ref, spec)
+        resolve_backend_device(settings.model_backend, settings.model_device)
+    except (ModelNotFoundError, DeviceUnavailableError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceSettings) -> ServedModel:
+    from service.backends import load_backend
+
+    stored = stored_model(ref, spec)
+    backend = load_backend(
+        config.model_backend, Path(stored.path), spec, config.model_device, config.threads_per_worker()
+    )
+    return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
+
+
+def warm_up(model: ServedModel, batch_sizes: tuple[int, ...]) -> None:
+    """Run the backend at a few batch sizes (allocations, kernel selection) and check the output."""
+    for n in batch_sizes:
+        out = model.predict(np.full((n, *model.spec.input_shape), 0.5, dtype=np.float32))
+        if out.shape != (n, *model.spec.output_shape) or not np.isfinite(out).all():
+            raise RuntimeError(
+                f"{model.tag}: warm-up at batch {n} gave shape {out.shape} / non-finite values"
+            )
+    logger.info("warmed up %s at batch sizes %s", model.tag, batch_sizes)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def digit_predictions(logits: np.ndarray) -> list[DigitPrediction]:
+    probs = softmax(logits.astype(np.float64))
+    return [DigitPrediction(label=int(p.argmax()), probabilities=p.tolist()) for p in probs]
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _status(_: Request) -> JSONResponse:
+    return JSONResponse(bentoml.get_current_service().status())
+
+
+status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
+
+
+@bentoml.service(
+    name="model_serving",
+    traffic={"timeout": 30},
+    workers=settings.workers,
+    http={"host": "127.0.0.1", "port": 3000},
+)
+@bentoml.asgi_app(status_app, path="/")
+class ModelService:
+    housing_ref = HOUSING_REF  # class attributes: `bentoml build` packs both models
+    mnist_ref = MNIST_REF
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.housing = load_model(HOUSING_REF, HOUSING, settings)
+        self.mnist = load_model(MNIST_REF, MNIST, settings)
+        warm_up(self.housing, (1, 8, settings.housing_max_batch_size))
+        warm_up(self.mnist, (1, 8, settings.mnist_max_batch_size))
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    def status(self) -> dict:
+        return {
+            "ready": self.ready,
+            "settings": settings.model_dump(),
+            "models": {m.spec.name: m.status() for m in (self.housing, self.mnist)},
+        }
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.housing_max_batch_size,
+        max_latency_ms=settings.housing_max_latency_ms,
+    )
+    def predict_housing(self, features: HousingFeatures) -> list[float]:
+        """Median house value (in $100,000) for each row of raw California Housing features."""
+        return self.housing.predict(np.asarray(features, dtype=np.float32))[:, 0].tolist()
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.mnist_max_batch_size,
+        max_latency_ms=settings.mnist_max_latency_ms,
+    )
+    def classify_digits(self, images: Images) -> list[DigitPrediction]:
+        """Label and class probabilities for each 28x28 image (intensities in [0, 1], white on black)."""
+        x = np.asarray(images, dtype=np.float32)[:, None, :, :]
+        return digit_predictions(self.mnist.predict(x))
+
+    @bentoml.api
+    def classify_digit_image(self, image: Path, invert: Invert = "auto") -> DigitPrediction:
+        """Classify one uploaded picture of a digit (PNG, JPEG, ... any size, RGB or grayscale).
+
+        invert: `auto` detects dark-on-light drawings from the border; `yes` / `no` force it."""
+        from PIL import Image, UnidentifiedImageError
+
+        from service.images import BlankImageError, to_mnist
+
+        size = image.stat().st_size
+        if size > settings.max_upload_bytes:
+            return error(413, f"image file is {size} bytes; the limit is {settings.max_upload_bytes}")
+        try:
+            with Image.open(image) as img:
+                w, h = img.size
+                if w * h > settings.max_upload_pixels:
+                    return error(
+                        413, f"image is {w}x{h} pixels; the limit is {settings.max_upload_pixels} pixels"
+                    )
+                img.load()
+                x = to_mnist(img, invert)
+        except UnidentifiedImageError:
+            return error(
+                400, "image: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
+            )
+        except BlankImageError as exc:
+            return error(400, f"image: {exc}")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return error(400, f"image: could not be decoded ({exc})")
+        return digit_predictions(self.mnist.predict(x[None, None]))[0]
+
+
+ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+preflight()
