@@ -6,7 +6,6 @@ ones stored in the models' metadata (reported by GET /status).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ import requests
 from sklearn.metrics import accuracy_score, root_mean_squared_error
 from tqdm.auto import tqdm
 
+from loadtests.cli import url_parser
 from loadtests.payloads import housing_test, mnist_test
 
 
@@ -47,21 +47,14 @@ def check(url: str, housing_rows: int = 1000, images: int = 250) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtests.accuracy",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="base URL of the service")
+    parser = url_parser("python -m loadtests.accuracy", __doc__)
     parser.add_argument("--rows-per-request", type=int, default=1000, help="housing rows per request")
     parser.add_argument("--images-per-request", type=int, default=250, help="MNIST images per request")
     args = parser.parse_args(argv)
     result = check(args.url, args.rows_per_request, args.images_per_request)
     h, m = result["housing_mlp"], result["mnist_cnn"]
     print(f"housing_mlp  served RMSE {h['served_test_rmse']:.7f}  stored {h['stored_test_rmse']:.7f}")
-    print(
-        f"mnist_cnn    served acc {m['served_test_accuracy']:.4f} stored {m['stored_test_accuracy']:.4f}"
-    )
+    print(f"mnist_cnn    served acc {m['served_test_accuracy']:.4f} stored {m['stored_test_accuracy']:.4f}")
     ok = (
         abs(h["served_test_rmse"] - h["stored_test_rmse"]) < 1e-6
         and m["served_test_accuracy"] == m["stored_test_accuracy"]

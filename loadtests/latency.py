@@ -1,12 +1,12 @@
-"""Single-client latency of each endpoint: sequential requests (one row / one image / one PNG each)
-against a running service; prints p50/p95/p99 and appends the numbers to a JSON file.
+"""Single-client latency of each endpoint of a running service (p50/p95/p99/max).
+
+Sequential requests of one row / one image / one PNG each; the numbers are appended to a JSON file.
 
     python -m loadtests.latency --url http://127.0.0.1:3000 --requests 500
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ import numpy as np
 import requests
 from tqdm.auto import tqdm
 
+from loadtests.cli import url_parser
 from loadtests.payloads import housing_test, mnist_test, png_bytes
 
 
@@ -54,12 +55,7 @@ def measure(url: str, n: int, warmup: int = 20) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtests.latency",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="base URL of the service")
+    parser = url_parser("python -m loadtests.latency", __doc__)
     parser.add_argument("--requests", type=int, default=500, help="timed requests per endpoint")
     parser.add_argument(
         "--out", type=Path, default=Path("reports/latency.json"), help="JSON file to append to"

@@ -14,6 +14,13 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 from training.loop import EpochLog  # noqa: E402
 
 
+def save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def loss_curves(history: list[EpochLog], path: Path, title: str, metric_name: str) -> Path:
     epochs = [h.epoch for h in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
@@ -27,20 +34,14 @@ def loss_curves(history: list[EpochLog], path: Path, title: str, metric_name: st
     ax_metric.set(xlabel="epoch", ylabel=metric_name, title=f"{title}: validation {metric_name}")
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 6))
     ConfusionMatrixDisplay.from_predictions(y_true, y_pred, ax=ax, colorbar=False, cmap="Blues")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str) -> Path:
@@ -51,7 +52,4 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title:
     ax.set(xlabel="true median value ($100k)", ylabel="predicted ($100k)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
