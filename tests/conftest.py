@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from loadtests.server import REPO
+
 _BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
 os.environ["BENTOML_HOME"] = _BENTOML_HOME
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
@@ -56,14 +57,6 @@ def run_module(
     )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(module: str, data_dir: Path, out_dir: Path, *flags: str) -> dict:
     """A training script run as a user runs it; returns its metrics.json (+ out_dir)."""
     import json
@@ -84,69 +77,3 @@ def smoke_models(data_dir, tmp_path_factory) -> dict:
             "training.mnist", data_dir, tmp_path_factory.mktemp("m"), "--epochs", "1", "--limit", "2000"
         ),
     }
-
-
-class Server:
-    """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
-
-    def __init__(self, env: dict, startup_timeout: float = 180) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "service.service:ModelService",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            self._wait_ready(startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        import time
-
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"bentoml serve exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
-                )
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"bentoml serve not ready in {timeout} s:\n{self.output()[-4000:]}")
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text()
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()

@@ -17,8 +17,8 @@ from scipy.special import softmax
 
 from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
+from loadtests.server import Server
 from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
-from tests.conftest import Server
 
 
 def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:

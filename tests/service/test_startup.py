@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, Server
+from loadtests.server import Server
+from tests.conftest import REPO
 
 
 def _failed_start(env: dict) -> str:

@@ -1,0 +1,135 @@
+"""Parsing of Locust's CSV and BentoML's /metrics, and the report (report.md + PNG plots)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+BATCH_METRIC = "adaptive_batch_size"
+
+
+def locust_stats(stats_csv: Path) -> dict[str, dict]:
+    """Rows of Locust's `<prefix>_stats.csv` by request name (the 'Aggregated' row excluded)."""
+    rows = {}
+    with open(stats_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                continue
+
+            def num(key: str, row: dict = row) -> float:
+                value = row.get(key, "")
+                return float(value) if value not in ("", "N/A") else float("nan")
+
+            rows[row["Name"]] = {
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "rps": num("Requests/s"),
+                "p50_ms": num("50%"),
+                "p95_ms": num("95%"),
+                "p99_ms": num("99%"),
+                "max_ms": num("Max Response Time"),
+                "avg_ms": num("Average Response Time"),
+            }
+    return rows
+
+
+def batch_histogram(metrics_text: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of BentoML's adaptive batch size histogram per API method, from /metrics.
+    The histogram observes how many requests went into each batch."""
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if not family.name.endswith(BATCH_METRIC):
+            continue
+        for sample in family.samples:
+            method = sample.labels.get("method_name", "")
+            acc = out.setdefault(method, [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                acc[0] += sample.value
+            elif sample.name.endswith("_count"):
+                acc[1] += sample.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def mean_batch(before: dict, after: dict, method: str) -> float:
+    """Mean requests per batch between two /metrics scrapes (nan when no batch ran)."""
+    s0, c0 = before.get(method, (0.0, 0.0))
+    s1, c1 = after.get(method, (0.0, 0.0))
+    return (s1 - s0) / (c1 - c0) if c1 > c0 else float("nan")
+
+
+COLUMNS = [
+    ("device", "{}"), ("backend", "{}"), ("users", "{}"), ("rps", "{:,.0f}"), ("items_per_s", "{:,.0f}"),
+    ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("max_ms", "{:.0f}"),
+    ("failures", "{}"), ("mean_batch", "{:.1f}"), ("server_cpu_pct", "{:.0f}"), ("checked", "{}"),
+]  # fmt: skip
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(name for name, _ in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+
+    def cell(value, fmt: str) -> str:
+        return "-" if isinstance(value, float) and math.isnan(value) else fmt.format(value)
+
+    body = ["| " + " | ".join(cell(r[name], fmt) for name, fmt in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def plots(results: list[dict], out_dir: Path) -> list[Path]:
+    """Per endpoint: latency (p50, p99) vs throughput and throughput vs users, a line per device/backend."""
+    paths = []
+    for endpoint in sorted({r["endpoint"] for r in results}):
+        rows = [r for r in results if r["endpoint"] == endpoint]
+        fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for i, key in enumerate(sorted({(r["device"], r["backend"]) for r in rows})):
+            series = sorted((r for r in rows if (r["device"], r["backend"]) == key), key=lambda r: r["users"])
+            label = "/".join(key)
+            thr = [r["items_per_s"] for r in series]
+            ax_lat.plot(thr, [r["p50_ms"] for r in series], "o-", color=f"C{i}", label=f"{label} p50")
+            ax_lat.plot(thr, [r["p99_ms"] for r in series], "s--", color=f"C{i}", label=f"{label} p99")
+            ax_thr.plot([r["users"] for r in series], thr, "o-", color=f"C{i}", label=label)
+        ax_lat.set(
+            xlabel="throughput (items/s)", ylabel="latency (ms)", title=f"{endpoint}: latency vs throughput"
+        )
+        ax_thr.set(
+            xlabel="concurrent users", ylabel="throughput (items/s)", title=f"{endpoint}: throughput vs users"
+        )
+        for ax in (ax_lat, ax_thr):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{endpoint}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    plots(results, out_dir)
+    parts = [header]
+    for endpoint in sorted({r["endpoint"] for r in results}):
+        rows = sorted(
+            (r for r in results if r["endpoint"] == endpoint),
+            key=lambda r: (r["device"], r["backend"], r["users"]),
+        )
+        parts += [f"## {endpoint}", "", markdown_table(rows), "", f"![{endpoint}]({endpoint}.png)", ""]
+    parts.append(
+        "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
+        "mean_batch = requests per adaptive batch (BentoML's adaptive_batch_size histogram, delta over "
+        "the run; - for the upload endpoint, which is not batched); server_cpu_pct = CPU of the server's "
+        "process tree per second of load (100 = one core); checked = responses the locustfile checked for "
+        "status, shape and values (wrong ones count as failures)."
+    )
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,64 @@
+"""Parsing of Locust's CSV and BentoML's /metrics format, and the report writer."""
+
+import math
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
+
+LOCUST_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+    "99.99%,100%"
+)
+
+
+def test_locust_stats_reads_rows_by_name(tmp_path):
+    path = tmp_path / "run_stats.csv"
+    path.write_text(
+        LOCUST_HEADER + "\n"
+        "POST,predict_housing,1458,3,5,5.35,1.9,172.9,19.6,364.37,0.5,5,6,6,6,7,7,8,10,170,170,170\n"
+        ",Aggregated,1458,3,5,5.35,1.9,172.9,19.6,364.37,0.5,5,6,6,6,7,7,8,10,170,170,170\n"
+    )
+    stats = locust_stats(path)
+    assert list(stats) == ["predict_housing"]
+    row = stats["predict_housing"]
+    assert (row["requests"], row["failures"], row["rps"]) == (1458, 3, 364.37)
+    assert (row["p50_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"]) == (5, 7, 10, 172.9)
+
+
+def _metrics_text(observations: dict[str, list[int]]) -> str:
+    registry = CollectorRegistry()
+    hist = Histogram(
+        "bentoml_service_adaptive_batch_size", "Service adaptive batch size", ["method_name", "worker_index"],
+        registry=registry, buckets=(1, 2, 4, 8),
+    )  # fmt: skip
+    for method, values in observations.items():
+        for v in values:
+            hist.labels(method_name=method, worker_index="1").observe(v)
+    return generate_latest(registry).decode()
+
+
+def test_mean_batch_from_two_metrics_scrapes():
+    before = batch_histogram(_metrics_text({"predict_housing": [1, 1]}))
+    after = batch_histogram(_metrics_text({"predict_housing": [1, 1, 4, 6], "classify_digits": [2]}))
+    assert before["predict_housing"] == (2.0, 2.0)
+    assert mean_batch(before, after, "predict_housing") == 5.0  # (4 + 6) / 2 batches in between
+    assert mean_batch(before, after, "classify_digits") == 2.0
+    assert math.isnan(mean_batch(before, after, "classify_digit_image"))
+
+
+def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
+    rows = [
+        {"device": "cpu", "backend": b, "endpoint": e, "users": u, "rps": 100.0 * u, "items_per_s": 100.0 * u,
+         "p50_ms": 2.0 * u, "p95_ms": 3.0 * u, "p99_ms": 4.0 * u, "max_ms": 9.0 * u, "failures": 0,
+         "mean_batch": float("nan") if e == "classify_digit_image" else 1.5, "server_cpu_pct": 80.0,
+         "checked": 10}
+        for b in ("onnx", "torchscript") for e in ("predict_housing", "classify_digit_image") for u in (1, 8)
+    ]  # fmt: skip
+    report = write_report(rows, tmp_path, "# Load test report\n").read_text()
+    assert report.count("| device | backend | users |") == 2
+    assert "| cpu | torchscript | 8 | 800 | 800 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 10 |" in report
+    for endpoint in ("predict_housing", "classify_digit_image"):
+        assert (tmp_path / f"{endpoint}.png").stat().st_size > 10_000
+    assert (tmp_path / "results.json").exists()
