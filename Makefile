@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK := true
 PORT ?= 3000
 URL := http://127.0.0.1:$(PORT)
 
-.PHONY: help setup train train-housing train-mnist models serve build main test lint clean
+.PHONY: help setup train train-housing train-mnist models serve build loadtest main test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,10 @@ serve: setup  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DE
 
 build: setup  ## bentoml build: a bento with the service and both models
 	$(BIN)/bentoml build
+
+loadtest: models  ## Locust: cpu (+cuda if present) x onnx/torchscript x 1/8/32 users -> reports/<time>/
+	$(BIN)/python -m loadtests.offline
+	$(BIN)/python -m loadtests.run --devices cpu,cuda
 
 main: models serve  ## the main job: set up, train what the store lacks, then serve
 

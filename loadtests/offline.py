@@ -1,0 +1,71 @@
+"""Offline model throughput: each backend at several batch sizes, no HTTP, same thread settings as
+the service. Gives the ceiling that served throughput is compared with.
+
+    python -m loadtests.offline                      # models from the store (HOUSING_MODEL / MNIST_MODEL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from models.specs import HOUSING, MNIST
+from service.backends import load_backend
+from service.settings import get_settings
+
+BATCHES = {HOUSING.name: (1, 8, 64, 1000), MNIST.name: (1, 8, 64, 256)}
+
+
+def throughput(backend, spec, batch: int, seconds: float) -> dict:
+    x = np.random.default_rng(0).random((batch, *spec.input_shape), dtype=np.float32)
+    for _ in range(3):
+        backend(x)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        t = time.perf_counter()
+        backend(x)
+        times.append(time.perf_counter() - t)
+    per_batch = float(np.median(times))
+    return {"batch": batch, "ms_per_batch": per_batch * 1e3, "items_per_s": batch / per_batch}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.offline", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--backends", default="onnx,torchscript")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
+    parser.add_argument("--out", type=Path, default=Path("reports/offline.json"))
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    tags = {HOUSING.name: settings.housing_model, MNIST.name: settings.mnist_model}
+    results = []
+    for kind in args.backends.split(","):
+        for spec in (HOUSING, MNIST):
+            model = bentoml.models.get(tags[spec.name])
+            backend = load_backend(kind, Path(model.path), spec, args.device, settings.threads_per_worker())
+            for batch in BATCHES[spec.name]:
+                r = {
+                    "backend": kind,
+                    "device": args.device,
+                    "model": spec.name,
+                    "threads": settings.threads_per_worker(),
+                }
+                results.append({**r, **throughput(backend, spec, batch, args.seconds)})
+                print(f"{kind:12} {spec.name:12} batch {batch:5}: {results[-1]['ms_per_batch']:8.3f} ms  "
+                      f"{results[-1]['items_per_s']:12,.0f} items/s")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
