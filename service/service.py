@@ -11,6 +11,7 @@ command) -> warm each backend up at a few batch sizes -> ready. Requests: pydant
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from models.specs import HOUSING, MNIST, ModelSpec
+from service import patches
 from service.images import Invert
 from service.limits import BodySizeLimit
 from service.schemas import DigitPrediction, HousingFeatures, Images
@@ -31,6 +33,7 @@ from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger("service")
 settings = get_settings()
+patches.apply()
 
 
 class ModelNotFoundError(RuntimeError):
@@ -146,6 +149,10 @@ class ModelService:
         self.mnist = load_model(MNIST_REF, MNIST, settings)
         warm_up(self.housing, (1, 8, settings.housing_max_batch_size))
         warm_up(self.mnist, (1, 8, settings.mnist_max_batch_size))
+        # Everything alive now (models, libraries) lives as long as the process: move it out of the
+        # collector's generations so that full collections under load only scan request garbage.
+        gc.collect()
+        gc.freeze()
         self.ready = True
 
     def __is_ready__(self) -> bool:
