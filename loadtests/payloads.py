@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import io
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from training.data import Splits, load_housing, load_mnist
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("DATA_DIR", "data"))
+from training.data import Splits, default_data_dir, load_housing, load_mnist
 
 
 @lru_cache(maxsize=1)
 def housing_test() -> Splits:
-    return load_housing(data_dir(), download=False)
+    return load_housing(default_data_dir(), download=False)
 
 
 @lru_cache(maxsize=1)
 def mnist_test() -> Splits:
-    return load_mnist(data_dir(), download=False)
+    return load_mnist(default_data_dir(), download=False)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

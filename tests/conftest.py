@@ -20,7 +20,9 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real datasets (DATA_DIR, default ./data as in the training scripts)."""
-    path = Path(os.environ.get("DATA_DIR", "data")).resolve()
+    from training.data import default_data_dir
+
+    path = default_data_dir().resolve()
     if not (path / "cal_housing_py3.pkz").exists() or not (path / "MNIST" / "raw").is_dir():
         pytest.exit(
             f"the real datasets are not in {path}: set DATA_DIR (offline: DATA_DIR=../shared/datasets)",

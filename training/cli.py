@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import sys
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from models.device import DEVICE_CHOICES, DeviceUnavailableError
-from training.data import DatasetMissingError
+from training.data import DatasetMissingError, default_data_dir
 from training.export import ParityError
 
 # Errors that end a run with one clear line instead of a traceback.
@@ -31,7 +30,7 @@ def base_parser(
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("DATA_DIR", "data")),
+        default=default_data_dir(),
         help="dataset folder (env DATA_DIR); offline copy: ../shared/datasets",
     )
     parser.add_argument("--no-download", action="store_true", help="never try to download the dataset")

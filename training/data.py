@@ -7,6 +7,7 @@ Both loaders read `DATA_DIR` (scikit-learn's cache for California Housing, torch
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SPLIT_SEED = 42
+
+
+def default_data_dir() -> Path:
+    """DATA_DIR from the environment, else ./data (where the loaders download when online)."""
+    return Path(os.environ.get("DATA_DIR", "data"))
+
+
 MNIST_VALID_SIZE = 5_000
 
 
