@@ -7,13 +7,13 @@ Device choice is explicit: `cuda` that cannot be honoured raises DeviceUnavailab
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from models.device import DeviceUnavailableError, resolve_device
+from models.jit import torchscript_allowed
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ class TorchScriptBackend:
         torch.set_num_threads(threads)
         self.torch = torch
         self.torch_device = torch.device(device)
-        with warnings.catch_warnings():  # TorchScript is deprecated in torch>=2.10, still supported
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.")
+        with torchscript_allowed():
             self.module = torch.jit.load(str(path), map_location=self.torch_device).eval()
         self.device = device
         self.spec = spec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from starlette.responses import JSONResponse
 
 
 class BodySizeLimit:
@@ -13,21 +13,9 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send, size: str) -> None:
-        body = json.dumps(
-            {"error": f"request body is {size} bytes; the limit is {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope, receive, send, size: str) -> None:
+        message = f"request body is {size} bytes; the limit is {self.max_bytes} bytes"
+        await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
@@ -36,9 +24,9 @@ class BodySizeLimit:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
-                return await self._reject(send, "of unknown size")
+                return await self._reject(scope, receive, send, "of unknown size")
             if int(length) > self.max_bytes:
-                return await self._reject(send, length.decode())
+                return await self._reject(scope, receive, send, length.decode())
             return await self.app(scope, receive, send)
         # No Content-Length (chunked): read up to the limit before handing the body on.
         chunks, total = [], 0
@@ -49,7 +37,7 @@ class BodySizeLimit:
             chunks.append(message.get("body", b""))
             total += len(chunks[-1])
             if total > self.max_bytes:
-                return await self._reject(send, f"more than {self.max_bytes}")
+                return await self._reject(scope, receive, send, f"more than {self.max_bytes}")
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)

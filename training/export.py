@@ -11,7 +11,6 @@ import json
 import logging
 import platform
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.jit import torchscript_allowed
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ def export(model: nn.Module, spec: ModelSpec, example: np.ndarray, out_dir: Path
     x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
     if len(x) < 2:
         raise ValueError("export needs an example batch of at least 2 rows (batch 1 would be specialized)")
-    with warnings.catch_warnings():
-        # TorchScript is deprecated in torch>=2.10 but is one of the two formats this product ships.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.")
+    with torchscript_allowed():
         torch.jit.save(torch.jit.script(model), str(files.torchscript))
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
@@ -86,8 +84,7 @@ def check_parity(
     if len(inputs) < max(batch_sizes):
         raise ValueError(f"parity needs at least {max(batch_sizes)} inputs, got {len(inputs)}")
     model = model.eval().cpu()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.")
+    with torchscript_allowed():
         scripted = torch.jit.load(str(files.torchscript), map_location="cpu").eval()
     session = ort.InferenceSession(str(files.onnx), providers=["CPUExecutionProvider"])
     errors: dict[str, dict[str, float]] = {"torchscript": {}, "onnx": {}}
