@@ -33,7 +33,7 @@ from service.settings import ServiceSettings, get_settings
 
 logger = logging.getLogger("service")
 settings = get_settings()
-patches.apply()
+patches.apply(settings.worker_count())
 
 
 class ModelNotFoundError(RuntimeError):
@@ -135,8 +135,11 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 @bentoml.service(
     name="model_serving",
     traffic={"timeout": 30},
-    workers=settings.workers,
+    workers=settings.worker_count(),
     http={"host": "127.0.0.1", "port": 3000},
+    logging={"access": {"enabled": settings.access_log}},
+    # Without TRACING, every path is excluded from OpenTelemetry's ASGI middleware (no span per request).
+    tracing={} if settings.tracing else {"excluded_urls": ["/"]},
 )
 @bentoml.asgi_app(status_app, path="/")
 class ModelService:
@@ -159,8 +162,11 @@ class ModelService:
         return self.ready
 
     def status(self) -> dict:
+        from bentoml._internal.context import server_context
+
         return {
             "ready": self.ready,
+            "worker": {"index": server_context.worker_index, "pid": os.getpid()},
             "settings": settings.model_dump(),
             "models": {m.spec.name: m.status() for m in (self.housing, self.mnist)},
         }

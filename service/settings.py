@@ -21,11 +21,17 @@ class ServiceSettings(BaseSettings):
     model_device: Literal["auto", "cpu", "cuda"] = "auto"
     housing_model: str = "housing_mlp:latest"
     mnist_model: str = "mnist_cnn:latest"
-    # BentoML worker processes, and the intra-op threads of each model session (ONNX Runtime) /
-    # torch.set_num_threads (TorchScript) in each worker; 0 = the machine's cores / workers, so the
-    # workers together never oversubscribe the cores.
-    workers: int = Field(1, ge=1)
+    # BentoML worker processes (0 = one per core), and the intra-op threads of each model session
+    # (ONNX Runtime) / torch.set_num_threads (TorchScript) in each worker; 0 = the machine's cores /
+    # workers, so the workers together never oversubscribe the cores. One worker's event loop tops
+    # out at ~2,700 single-row requests/s here; two (with SO_REUSEPORT, service/patches.py) ~4,500.
+    workers: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0)
+    # Per-request work that is off by default because it costs more than the model (BENCHMARKS.md):
+    # BentoML's access log (one INFO line per request) and OpenTelemetry request spans (exported only
+    # when a tracing exporter is configured in a BentoML config file, BENTOML_CONFIG).
+    access_log: bool = False
+    tracing: bool = False
     # Adaptive batching (read at import time, when the API decorators run). BentoML learns the
     # batching window itself from measured batch durations; max_latency_ms is the deadline past
     # which a queued request is shed with a 503, and it also scales the dispatcher's initial
@@ -43,8 +49,11 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
 
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
     def threads_per_worker(self) -> int:
-        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.workers)
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.worker_count())
 
 
 @lru_cache(maxsize=1)

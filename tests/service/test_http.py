@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,6 +71,25 @@ def test_status_readyz_livez_metrics(server, smoke_models):
     assert "adaptive_batch_size_bucket{" in metrics and 'method_name="predict_housing"' in metrics
     paths = requests.get(f"{server.url}/docs.json", timeout=5).json()["paths"]
     assert {"/predict_housing", "/classify_digits", "/classify_digit_image"} <= set(paths)
+
+
+def test_connections_are_spread_over_all_workers(server):
+    """With 2+ workers (default: one per core) every worker accepts connections (SO_REUSEPORT,
+    service/patches/reuseport.py); 20 connections opened together all landing on one worker would
+    happen with probability ~2e-6 if the kernel spreads them."""
+    workers = requests.get(f"{server.url}/status", timeout=5).json()["settings"]["workers"] or os.cpu_count()
+    if workers < 2:
+        pytest.skip("one worker on this machine")
+    sessions = [requests.Session() for _ in range(20)]
+
+    def worker_of(session):
+        return session.get(f"{server.url}/status", timeout=10).json()["worker"]["pid"]
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        pids = list(pool.map(worker_of, sessions))
+    for session in sessions:
+        session.close()
+    assert len(set(pids)) == workers, pids
 
 
 def test_housing_predictions_equal_offline_model(server, housing, smoke_models):

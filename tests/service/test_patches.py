@@ -1,11 +1,18 @@
-"""The TimeoutMiddleware patch: stock BentoML leaves one live timer per finished request (so the
-patch is still needed); the patched middleware leaves none and still answers 504 on timeout."""
+"""service/patches: for each patch, stock BentoML still behaves the way the patch corrects (if one of
+the `stock_...` tests fails, BentoML fixed it: drop that patch), and the patched code does its job."""
 
 import asyncio
+import socket
 
+import pytest
+from _bentoml_sdk.io_models import IOMixin
+from bentoml._internal.marshal.dispatcher import Optimizer
 from bentoml._internal.server.http import traffic
+from circus.sockets import CircusSocket
 
 from service import patches
+from service.patches import batching, media_type, reuseport, timeout
+from service.schemas import DigitPrediction
 
 
 async def _ok_app(scope, receive, send):
@@ -40,18 +47,103 @@ def _run(call, app, requests: int, timeout: float = 30.0):
 
 
 def test_stock_timeout_middleware_still_leaks_one_timer_per_request():
-    live, statuses = _run(patches._stock_call, _ok_app, 100)
+    live, statuses = _run(timeout.stock_call, _ok_app, 100)
     assert statuses == [200] * 100
     assert live == 100  # if this fails, BentoML fixed it: drop the patch
 
 
 def test_patched_timeout_middleware_leaves_no_timer_and_still_times_out():
-    live, statuses = _run(patches._timeout_call, _ok_app, 100)
+    live, statuses = _run(timeout.patched_call, _ok_app, 100)
     assert statuses == [200] * 100 and live == 0
-    _, statuses = _run(patches._timeout_call, _slow_app, 1, timeout=0.05)
+    _, statuses = _run(timeout.patched_call, _slow_app, 1, timeout=0.05)
     assert statuses == [504]
 
 
-def test_patch_is_installed_on_bentoml_1_4():
-    assert patches.apply() is True
-    assert traffic.TimeoutMiddleware.__call__ is patches._timeout_call
+def _root_output_spec():
+    """The output spec class BentoML builds for `-> list[DigitPrediction]` (a root model)."""
+    from _bentoml_sdk.io_models import IODescriptor
+
+    def f() -> list[DigitPrediction]: ...
+
+    return IODescriptor.from_output(f)
+
+
+def _schema_builds(mime_type, spec, calls: int) -> int:
+    built = 0
+    stock_schema = spec.model_json_schema
+
+    def counting_schema(*args, **kwargs):
+        nonlocal built
+        built += 1
+        return stock_schema(*args, **kwargs)
+
+    spec.model_json_schema = counting_schema
+    try:
+        answers = {mime_type(spec) for _ in range(calls)}
+    finally:
+        del spec.model_json_schema
+    assert answers == {"application/json"}
+    return built
+
+
+def test_stock_mime_type_builds_the_json_schema_on_every_call():
+    assert _schema_builds(media_type.stock_mime_type, _root_output_spec(), 5) == 5
+
+
+def test_cached_mime_type_builds_it_once_per_class():
+    assert _schema_builds(media_type.cached_mime_type.__func__, _root_output_spec(), 5) == 1
+
+
+def _optimizer_after_bulk_traffic(refresh) -> Optimizer:
+    opt = Optimizer(max_latency=1.0)
+    for _ in range(60):  # batches of 64 images: 12 ms each, queued 0.4 s before dispatch
+        opt.o_stat.append((64, 0.012, 0.4))
+    refresh(opt)
+    return opt
+
+
+def test_stock_dispatcher_holds_requests_for_the_learned_queue_wait():
+    opt = _optimizer_after_bulk_traffic(batching.stock_refresh)
+    assert opt.wait == pytest.approx(0.4)  # a lone request is corked ~0.4 s, and logs that wait again
+
+
+def test_patched_dispatcher_keeps_the_cost_model_but_no_hold():
+    opt = _optimizer_after_bulk_traffic(batching.refresh_without_hold)
+    assert opt.wait == 0.0
+    assert opt.o_a * 64 + opt.o_b == pytest.approx(0.012, rel=1e-6)  # still used to shed late requests
+
+
+def test_stock_api_server_socket_has_no_reuseport():
+    sock = CircusSocket.__new__(CircusSocket)
+    reuseport.stock_socket_init(sock, name=reuseport.API_SERVER_SOCKET, host="127.0.0.1", port=0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    finally:
+        sock.close()
+
+
+def test_reuseport_socket_shares_its_port_with_worker_listeners_and_refuses_a_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        with pytest.raises(OSError, match=f"127.0.0.1:{port} is already in use"):
+            reuseport.check_port_free("127.0.0.1", port)
+    arbiter = CircusSocket.__new__(CircusSocket)
+    reuseport.reuseport_socket_init(arbiter, name=reuseport.API_SERVER_SOCKET, host="127.0.0.1", port=port)
+    try:
+        arbiter.bind_and_listen()
+        worker = reuseport.reuseport_listener(arbiter)
+        try:
+            assert worker.getsockname() == arbiter.getsockname()
+        finally:
+            worker.close()
+    finally:
+        arbiter.close()
+
+
+def test_patches_are_installed_on_bentoml_1_4():
+    assert patches.apply(workers=1) is True
+    assert traffic.TimeoutMiddleware.__call__ is timeout.patched_call
+    assert IOMixin.mime_type.__func__ is media_type.cached_mime_type.__func__
+    assert Optimizer.trigger_refresh is batching.refresh_without_hold

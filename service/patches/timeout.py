@@ -1,7 +1,4 @@
-"""Small, version-guarded fixes to BentoML, each with a test (tests/service/test_patches.py) that
-shows the stock behaviour it corrects is still there.
-
-TimeoutMiddleware (bentoml 1.4.x): every request arms `loop.call_later(traffic.timeout, ...)` and
+"""TimeoutMiddleware (bentoml 1.4.x): every request arms `loop.call_later(traffic.timeout, ...)` and
 never cancels it, so each finished request's waiter stays referenced by the event loop for the
 whole timeout (30 s here). Under load that is tens of thousands of live timers and objects; the
 heap grows and full garbage collections stall the loop for hundreds of milliseconds (p99 ~0.5 s
@@ -12,18 +9,13 @@ and 503s from the batcher in BENCHMARKS.md). The patched __call__ is the stock o
 from __future__ import annotations
 
 import asyncio
-import logging
 
-import bentoml
 from bentoml._internal.server.http import traffic
 
-logger = logging.getLogger(__name__)
-
-PATCHED_SERIES = "1.4."
-_stock_call = traffic.TimeoutMiddleware.__call__
+stock_call = traffic.TimeoutMiddleware.__call__
 
 
-async def _timeout_call(self, scope, receive, send) -> None:
+async def patched_call(self, scope, receive, send) -> None:
     if scope["type"] not in ("http", "websocket"):
         return await self.app(scope, receive, send)
     loop = asyncio.get_running_loop()
@@ -50,14 +42,5 @@ async def _timeout_call(self, scope, receive, send) -> None:
         handle.cancel()
 
 
-def apply() -> bool:
-    """Install the patches on the BentoML series they were written for; True when applied."""
-    if not bentoml.__version__.startswith(PATCHED_SERIES):
-        logger.warning(
-            "bentoml %s: TimeoutMiddleware patch not applied (written for %sx)",
-            bentoml.__version__,
-            PATCHED_SERIES,
-        )
-        return False
-    traffic.TimeoutMiddleware.__call__ = _timeout_call
-    return True
+def apply() -> None:
+    traffic.TimeoutMiddleware.__call__ = patched_call

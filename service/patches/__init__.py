@@ -1,0 +1,41 @@
+"""Small fixes to BentoML 1.4, one module per fix, each guarded by version and each with a test
+(tests/service/test_patches.py) showing that the stock behaviour it corrects is still there.
+
+- timeout:    cancel the per-request timeout timer that stock BentoML never cancels (heap growth, GC
+              stalls, 503s under load).
+- media_type: compute a root-model output's media type once per class, not once per response.
+- batching:   dispatch a batch as soon as the model is free instead of corking requests for the
+              learned average queue wait, which feeds on itself after bulk traffic.
+- reuseport:  with 2+ workers, one SO_REUSEPORT listening socket per worker, so that the kernel
+              spreads connections (stock: all workers accept from one socket and one takes most).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from service.patches import batching, media_type, reuseport, timeout
+
+logger = logging.getLogger(__name__)
+
+PATCHED_SERIES = "1.4."
+
+
+def apply(workers: int = 1) -> bool:
+    """Install the patches on the BentoML series they were written for; True when applied."""
+    if not bentoml.__version__.startswith(PATCHED_SERIES):
+        logger.warning(
+            "bentoml %s: service/patches not applied (written for %sx); check each against "
+            "tests/service/test_patches.py",
+            bentoml.__version__,
+            PATCHED_SERIES,
+        )
+        return False
+    timeout.apply()
+    media_type.apply()
+    batching.apply()
+    if workers > 1:
+        reuseport.apply()
+    return True
