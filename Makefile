@@ -47,9 +47,9 @@ serve: setup  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DE
 build: setup  ## bentoml build: a bento with the service and both models
 	$(BIN)/bentoml build
 
-loadtest: models  ## Locust: cpu (+cuda if present) x onnx/torchscript x 1/8/32 users -> reports/<time>/
+loadtest: models  ## Locust: cpu (+cuda) x onnx/torchscript x 1/8/32 users, and stock BentoML -> reports/<time>/
 	$(BIN)/python -m loadtests.offline
-	$(BIN)/python -m loadtests.run --devices cpu,cuda
+	$(BIN)/python -m loadtests.run --devices cpu,cuda --servers ours,stock
 
 main: models serve  ## the main job: set up, train what the store lacks, then serve
 

@@ -66,9 +66,12 @@ def mean_batch(before: dict, after: dict, method: str) -> float:
 
 
 COLUMNS = [
-    ("device", "{}"), ("backend", "{}"), ("users", "{}"), ("rps", "{:,.0f}"), ("items_per_s", "{:,.0f}"),
+    ("server", "{}"), ("device", "{}"), ("backend", "{}"), ("users", "{}"), ("rps", "{:,.0f}"),
+    ("items_per_s", "{:,.0f}"),
     ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("max_ms", "{:.0f}"),
-    ("failures", "{}"), ("mean_batch", "{:.1f}"), ("server_cpu_pct", "{:.0f}"), ("checked", "{}"),
+    ("failures", "{}"), ("mean_batch", "{:.1f}"), ("server_cpu_pct", "{:.0f}"), ("locust_cpu_pct", "{:.0f}"),
+    ("checked", "{}"),
+    ("rss_mb", "{:.0f}"), ("rss_growth_pct", "{:+.1f}"),
 ]  # fmt: skip
 
 
@@ -83,14 +86,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
+def series_key(row: dict) -> tuple[str, str, str]:
+    return row["server"], row["device"], row["backend"]
+
+
 def plots(results: list[dict], out_dir: Path) -> list[Path]:
-    """Per endpoint: latency (p50, p99) vs throughput and throughput vs users, a line per device/backend."""
+    """Per endpoint: latency (p50, p99) vs throughput and throughput vs users, a line per
+    server/device/backend."""
     paths = []
     for endpoint in sorted({r["endpoint"] for r in results}):
         rows = [r for r in results if r["endpoint"] == endpoint]
         fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.5))
-        for i, key in enumerate(sorted({(r["device"], r["backend"]) for r in rows})):
-            series = sorted((r for r in rows if (r["device"], r["backend"]) == key), key=lambda r: r["users"])
+        for i, key in enumerate(sorted({series_key(r) for r in rows})):
+            series = sorted((r for r in rows if series_key(r) == key), key=lambda r: r["users"])
             label = "/".join(key)
             thr = [r["items_per_s"] for r in series]
             ax_lat.plot(thr, [r["p50_ms"] for r in series], "o-", color=f"C{i}", label=f"{label} p50")
@@ -120,15 +128,18 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
     for endpoint in sorted({r["endpoint"] for r in results}):
         rows = sorted(
             (r for r in results if r["endpoint"] == endpoint),
-            key=lambda r: (r["device"], r["backend"], r["users"]),
+            key=lambda r: (*series_key(r), r["users"]),
         )
         parts += [f"## {endpoint}", "", markdown_table(rows), "", f"![{endpoint}]({endpoint}.png)", ""]
     parts.append(
         "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
         "mean_batch = requests per adaptive batch (BentoML's adaptive_batch_size histogram, delta over "
         "the run; - for the upload endpoint, which is not batched); server_cpu_pct = CPU of the server's "
-        "process tree per second of load (100 = one core); checked = responses the locustfile checked for "
-        "status, shape and values (wrong ones count as failures)."
+        "process tree per second of load (100 = one core), locust_cpu_pct the same for the load "
+        "generator; checked = responses the locustfile checked for "
+        "status, shape and values (wrong ones count as failures); rss_mb = resident memory of the server's "
+        "workers at the end of the run, rss_growth_pct = its change over the run (sampled every second, "
+        "<prefix>-memory.csv)."
     )
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")

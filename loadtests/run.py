@@ -2,6 +2,7 @@
 
     python -m loadtests.run                                   # cpu, onnx + torchscript, 1/8/32 users
     python -m loadtests.run --devices cpu,cuda --duration 60 --housing-rows 1000
+    python -m loadtests.run --servers ours,stock --backends onnx   # vs stock BentoML, same model.onnx
 
 For each device/backend it starts `bentoml serve` on a free 127.0.0.1 port, waits for /readyz, runs
 Locust headless once per endpoint and user count (bounded by --duration), then stops the server.
@@ -11,11 +12,14 @@ Output folder: Locust's CSV + HTML per run, results.json, report.md (a table per
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import logging
+import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +27,7 @@ import psutil
 import requests
 
 from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
-from loadtests.server import REPO, Server
+from loadtests.server import REPO, SERVERS, Server
 
 logger = logging.getLogger("loadtests.run")
 
@@ -32,6 +36,7 @@ ENDPOINTS = {  # endpoint -> (Locust user class, items per request option)
     "classify_digits": ("DigitsJsonUser", "mnist_images"),
     "classify_digit_image": ("DigitsPngUser", None),
 }
+STOCK_ENDPOINTS = ("predict_housing", "classify_digits")  # loadtests/stock_service.py: ONNX on CPU only
 
 
 def csv_list(kind=str):
@@ -48,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=csv_list(), default=["cpu"], help="cpu,cuda (cuda skipped without a GPU)"
     )
     p.add_argument("--backends", type=csv_list(), default=["onnx", "torchscript"])
+    p.add_argument(
+        "--servers",
+        type=csv_list(),
+        default=["ours"],
+        help="ours = service/service.py; stock = the same model.onnx on stock BentoML "
+        "(loadtests/stock_service.py)",
+    )
     p.add_argument("--users", type=csv_list(int), default=[1, 8, 32], help="concurrent Locust users")
     p.add_argument("--endpoints", type=csv_list(), default=list(ENDPOINTS), help="endpoints to load")
     p.add_argument("--duration", type=int, default=20, help="seconds per Locust run")
@@ -79,6 +91,48 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def worker_rss_mb(pid: int) -> list[float]:
+    """Resident memory (MiB) of each worker process of the server (the arbiter's children)."""
+    rss = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            rss.append(proc.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            pass
+    return rss
+
+
+class MemorySampler(threading.Thread):
+    """Samples the workers' resident memory every `period` seconds while a run lasts."""
+
+    def __init__(self, pid: int, period: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, total worker RSS MiB)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self._done.is_set():
+            self.samples.append((time.monotonic() - t0, sum(worker_rss_mb(self.pid))))
+            self._done.wait(self.period)
+
+    def stop(self, path: Path) -> dict:
+        """Stop, write the samples as CSV and summarize: final RSS and growth over the run in %."""
+        self._done.set()
+        self.join()
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([("seconds", "worker_rss_mb"), *self.samples])
+        first, last = self.samples[0][1], self.samples[-1][1]
+        return {"rss_mb": last, "rss_growth_pct": 100 * (last - first) / first}
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (Locust, once run_locust has waited for it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_locust(url: str, endpoint: str, users: int, args, prefix: Path) -> None:
     user_class, _ = ENDPOINTS[endpoint]
     cmd = [
@@ -100,28 +154,37 @@ def checked_count(prefix: Path, endpoint: str) -> int:
     return sum(json.loads(Path(f).read_text()).get(endpoint, 0) for f in glob.glob(f"{prefix}-checks-*.json"))
 
 
-def measure(server: Server, device: str, backend: str, endpoint: str, users: int, args, out: Path) -> dict:
-    prefix = out / f"{device}-{backend}-{endpoint}-u{users}"
+def measure(
+    server: Server, name: str, device: str, backend: str, endpoint: str, users: int, args, out: Path
+) -> dict:
+    prefix = out / f"{name}-{device}-{backend}-{endpoint}-u{users}"
     before = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0, locust_cpu0 = cpu_seconds(server.proc.pid), children_cpu_seconds()
+    memory = MemorySampler(server.proc.pid)
+    memory.start()
     run_locust(server.url, endpoint, users, args, prefix)
     cpu = cpu_seconds(server.proc.pid) - cpu0  # per second of load (Locust's start-up excluded)
+    locust_cpu = children_cpu_seconds() - locust_cpu0  # the load generator, start-up included
+    rss = memory.stop(Path(f"{prefix}-memory.csv"))
     after = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
     stats = locust_stats(Path(f"{prefix}_stats.csv"))[endpoint]
     option = ENDPOINTS[endpoint][1]
     items = getattr(args, option) if option else 1
     checked = checked_count(prefix, endpoint)
     row = {
-        "device": device, "backend": backend, "endpoint": endpoint, "users": users, **stats,
+        "server": name, "device": device, "backend": backend, "endpoint": endpoint, "users": users, **stats,
         "items_per_request": items, "items_per_s": stats["rps"] * items,
         "mean_batch": mean_batch(before, after, endpoint), "server_cpu_pct": 100 * cpu / args.duration,
+        "locust_cpu_pct": 100 * locust_cpu / args.duration,
         # responses the locustfile checked; Locust's CSV is written just before the last in-flight
         # requests finish, so it can count a few fewer than were checked
-        "checked": checked,
+        "checked": checked, **rss,
     }  # fmt: skip
     logger.info(
-        "%s/%s %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms failures %d",
-        device, backend, endpoint, users, row["rps"], row["p50_ms"], row["p99_ms"], row["failures"],
+        "%s %s/%s %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d, "
+        "workers %.0f MiB (%+.1f %%)",
+        name, device, backend, endpoint, users, row["rps"], row["p50_ms"], row["p99_ms"], row["max_ms"],
+        row["failures"], row["rss_mb"], row["rss_growth_pct"],
     )  # fmt: skip
     return row
 
@@ -137,12 +200,22 @@ def main(argv: list[str] | None = None) -> Path:
             skipped.append("cuda: skipped, no GPU on this machine (torch.cuda.is_available() is False)")
             logger.warning(skipped[-1])
             continue
-        for backend in args.backends:
-            with Server({"MODEL_BACKEND": backend, "MODEL_DEVICE": device}) as server:
-                logger.info("serving %s/%s at %s", device, backend, server.url)
-                for endpoint in args.endpoints:
-                    for users in args.users:
-                        results.append(measure(server, device, backend, endpoint, users, args, out))
+        for name in args.servers:
+            for backend in args.backends:
+                endpoints = args.endpoints
+                if name == "stock":
+                    if backend != "onnx" or device != "cpu":
+                        skipped.append(
+                            f"stock/{device}/{backend}: skipped, the stock baseline is ONNX on CPU"
+                        )
+                        continue
+                    endpoints = [e for e in endpoints if e in STOCK_ENDPOINTS]
+                env = {"MODEL_BACKEND": backend, "MODEL_DEVICE": device}
+                with Server(env, target=SERVERS[name]) as server:
+                    logger.info("serving %s %s/%s at %s", name, device, backend, server.url)
+                    for endpoint in endpoints:
+                        for users in args.users:
+                            results.append(measure(server, name, device, backend, endpoint, users, args, out))
     header = "\n".join([
         "# Load test report", "",
         f"Command: `python -m loadtests.run {' '.join(argv if argv is not None else sys.argv[1:])}`",

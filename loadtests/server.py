@@ -14,6 +14,8 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+SERVICE = "service.service:ModelService"
+SERVERS = {"ours": SERVICE, "stock": "loadtests.stock_service:StockService"}  # --servers of loadtests.run
 
 
 def free_port() -> int:
@@ -25,7 +27,7 @@ def free_port() -> int:
 class Server:
     """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
 
-    def __init__(self, env: dict, startup_timeout: float = 180) -> None:
+    def __init__(self, env: dict, startup_timeout: float = 180, target: str = SERVICE) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
@@ -35,7 +37,7 @@ class Server:
                 "-m",
                 "bentoml",
                 "serve",
-                "service.service:ModelService",
+                target,
                 "--host",
                 "127.0.0.1",
                 "--port",

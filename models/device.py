@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +19,8 @@ class DeviceUnavailableError(RuntimeError):
 
 def resolve_device(name: str) -> torch.device:
     """`auto` -> cuda if available else cpu; `cuda` without a GPU raises instead of falling back."""
+    import torch  # here, not at the top: the ONNX service path must not pay torch's import (~400 MB)
+
     if name not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {name!r}")
     has_cuda = torch.cuda.is_available()

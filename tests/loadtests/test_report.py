@@ -50,15 +50,18 @@ def test_mean_batch_from_two_metrics_scrapes():
 
 def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
     rows = [
-        {"device": "cpu", "backend": b, "endpoint": e, "users": u, "rps": 100.0 * u, "items_per_s": 100.0 * u,
+        {"server": "ours", "device": "cpu", "backend": b, "endpoint": e, "users": u, "rps": 100.0 * u,
+         "items_per_s": 100.0 * u,
          "p50_ms": 2.0 * u, "p95_ms": 3.0 * u, "p99_ms": 4.0 * u, "max_ms": 9.0 * u, "failures": 0,
          "mean_batch": float("nan") if e == "classify_digit_image" else 1.5, "server_cpu_pct": 80.0,
-         "checked": 10}
+         "locust_cpu_pct": 55.0, "checked": 10, "rss_mb": 512.4, "rss_growth_pct": 1.25}
         for b in ("onnx", "torchscript") for e in ("predict_housing", "classify_digit_image") for u in (1, 8)
     ]  # fmt: skip
     report = write_report(rows, tmp_path, "# Load test report\n").read_text()
-    assert report.count("| device | backend | users |") == 2
-    assert "| cpu | torchscript | 8 | 800 | 800 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 10 |" in report
+    assert report.count("| server | device | backend | users |") == 2
+    row = "| ours | cpu | torchscript | 8 | 800 | 800 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 55 | 10 "
+    row += "| 512 | +1.2 |"
+    assert row in report
     for endpoint in ("predict_housing", "classify_digit_image"):
         assert (tmp_path / f"{endpoint}.png").stat().st_size > 10_000
     assert (tmp_path / "results.json").exists()

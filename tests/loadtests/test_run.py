@@ -12,13 +12,14 @@ def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path):
         "--endpoints", "predict_housing,classify_digits,classify_digit_image", "--out", str(tmp_path),
     ])  # fmt: skip
     text = report.read_text()
-    assert text.count("| device | backend | users |") == 3
+    assert text.count("| server | device | backend | users |") == 3
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == 3
     for row in results:
         assert row["requests"] > 0 and row["failures"] == 0, row
         assert row["checked"] >= row["requests"], row
-        assert (tmp_path / f"cpu-onnx-{row['endpoint']}-u2.html").exists()
+        assert (tmp_path / f"ours-cpu-onnx-{row['endpoint']}-u2.html").exists()
+        assert row["rss_mb"] > 0 and (tmp_path / f"ours-cpu-onnx-{row['endpoint']}-u2-memory.csv").exists()
         assert (tmp_path / f"{row['endpoint']}.png").exists()
     batched = {r["endpoint"]: r["mean_batch"] for r in results}
     assert batched["predict_housing"] >= 1 and batched["classify_digits"] >= 1
