@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 from locust import FastHttpUser, events, task
 
-from loadtests.payloads import housing_test, mnist_test, png_bytes
+from loadtests.payloads import json_bodies, mnist_test, png_bytes
 
 POOL = 256  # distinct request bodies per endpoint, built once per process before users start
 CHECKED: Counter[str] = Counter()
@@ -72,10 +72,9 @@ def _(environment, **_kwargs):
 
 def build_bodies(housing_rows: int, mnist_images: int) -> None:
     """Request bodies from the real test splits, serialized once (keeps the load generator light)."""
-    mnist = mnist_test().test.x[:, 0]
-    BODIES["predict_housing"] = _bodies(housing_test().test.x, "features", housing_rows)
-    BODIES["classify_digits"] = _bodies(mnist, "images", mnist_images)
-    BODIES["classify_digit_image"] = [png_bytes(img) for img in mnist[:POOL]]
+    BODIES["predict_housing"] = json_bodies("predict_housing", housing_rows, POOL, seed=os.getpid())
+    BODIES["classify_digits"] = json_bodies("classify_digits", mnist_images, POOL, seed=os.getpid())
+    BODIES["classify_digit_image"] = [png_bytes(img) for img in mnist_test().test.x[:POOL, 0]]
 
 
 @events.test_stop.add_listener
@@ -84,12 +83,6 @@ def _(environment, **_kwargs):
     if prefix:
         with open(f"{prefix}-{os.getpid()}.json", "w") as f:
             json.dump(dict(CHECKED), f)
-
-
-def _bodies(rows: np.ndarray, field: str, per_request: int) -> list[bytes]:
-    rng = np.random.default_rng(os.getpid())
-    picks = rng.integers(0, len(rows), size=(POOL, per_request))
-    return [json.dumps({field: rows[p].tolist()}).encode() for p in picks]
 
 
 def _wrong(check: bool, message: str) -> str | None:

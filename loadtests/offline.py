@@ -1,13 +1,15 @@
-"""Offline model throughput: each backend at several batch sizes, no HTTP, same thread settings as
-the service. Gives the ceiling that served throughput is compared with.
+"""Offline model throughput: each backend at several batch sizes, no HTTP, one session using all the
+machine's cores (--threads). Gives the ceiling that served throughput is compared with.
 
     python -m loadtests.offline                      # models from the store (HOUSING_MODEL / MNIST_MODEL)
+    python -m loadtests.offline --threads 1          # what one service worker's session gets (WORKERS=cores)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )  # fmt: skip
     parser.add_argument("--backends", default="onnx,torchscript")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
     parser.add_argument("--out", type=Path, default=Path("reports/offline.json"))
     args = parser.parse_args(argv)
@@ -51,13 +54,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for kind in args.backends.split(","):
         for spec in (HOUSING, MNIST):
             model = bentoml.models.get(tags[spec.name])
-            backend = load_backend(kind, Path(model.path), spec, args.device, settings.threads_per_worker())
+            backend = load_backend(kind, Path(model.path), spec, args.device, args.threads)
             for batch in BATCHES[spec.name]:
                 r = {
                     "backend": kind,
                     "device": args.device,
                     "model": spec.name,
-                    "threads": settings.threads_per_worker(),
+                    "threads": args.threads,
                 }
                 results.append({**r, **throughput(backend, spec, batch, args.seconds)})
                 print(f"{kind:12} {spec.name:12} batch {batch:5}: {results[-1]['ms_per_batch']:8.3f} ms  "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -26,3 +27,16 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((np.asarray(image) * 255).round().astype(np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def json_bodies(endpoint: str, per_request: int, count: int, seed: int) -> list[bytes]:
+    """`count` JSON request bodies for a batched endpoint, each with `per_request` rows / images drawn
+    from the test split."""
+    if endpoint == "predict_housing":
+        rows, field = housing_test().test.x, "features"
+    elif endpoint == "classify_digits":
+        rows, field = mnist_test().test.x[:, 0], "images"
+    else:
+        raise ValueError(f"no JSON body for {endpoint}")
+    picks = np.random.default_rng(seed).integers(0, len(rows), size=(count, per_request))
+    return [json.dumps({field: rows[p].tolist()}).encode() for p in picks]

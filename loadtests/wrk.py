@@ -1,0 +1,118 @@
+"""Cross-check with a light load generator: wrk (C, one thread) against our service and stock BentoML.
+
+    python -m loadtests.wrk                      # ours + stock, the four cases below, 32 connections
+    python -m loadtests.wrk --servers ours --cases housing_1 --duration 300     # a sustained run
+
+Locust (loadtests.run) checks every answer but spends a core of its own in Python; wrk only counts
+status codes and costs a few % of a core, so it shows what the service does when the generator is
+not the bottleneck (the load-test issue's targets are stated for such a generator). Needs the `wrk`
+binary (Debian/Ubuntu: `apt-get install wrk`). Bodies are real test-split rows/images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from loadtests.payloads import json_bodies
+from loadtests.run import MemorySampler
+from loadtests.server import SERVERS, Server
+
+CASES = {  # name -> (endpoint, items per request)
+    "housing_1": ("predict_housing", 1),
+    "mnist_1": ("classify_digits", 1),
+    "housing_1000": ("predict_housing", 1000),
+    "mnist_64": ("classify_digits", 64),
+}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def lua_script(body: bytes) -> str:
+    return (
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [==[{body.decode()}]==]\n"
+    )
+
+
+def ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * UNITS[unit]
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests/s, p50/p99/max latency (ms) and non-2xx count from `wrk --latency` output."""
+    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    dist = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, flags=re.M))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+        "p50_ms": ms(dist["50"]),
+        "p99_ms": ms(dist["99"]),
+        "max_ms": ms(latency.group(3)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def run_case(url: str, case: str, args, scripts: Path) -> dict:
+    endpoint, items = CASES[case]
+    script = scripts / f"{case}.lua"
+    script.write_text(lua_script(json_bodies(endpoint, items, 1, seed=0)[0]))
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script),
+           f"{url}/{endpoint}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
+    row = {"case": case, "endpoint": endpoint, "items_per_request": items, **parse_wrk(out)}
+    row["items_per_s"] = row["rps"] * items
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.wrk", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--servers", default="ours,stock", help="ours, stock (see loadtests.run)")
+    p.add_argument("--cases", default=",".join(CASES), help="cases to run")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--duration", type=int, default=15, help="seconds per case")
+    p.add_argument("--pause", type=float, default=2.0, help="idle seconds between cases")
+    p.add_argument("--out", type=Path, default=None, help="JSON results (default reports/wrk-<time>.json)")
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: wrk not found; install it (Debian/Ubuntu: apt-get install wrk)")
+    out = args.out or Path("reports") / f"wrk-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    print(
+        "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | worker RSS MiB (growth) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scripts:
+        for name in args.servers.split(","):
+            with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=SERVERS[name]) as server:
+                for case in args.cases.split(","):
+                    time.sleep(args.pause)  # let the previous case's queued requests drain
+                    memory = MemorySampler(server.proc.pid)
+                    memory.start()
+                    row = {"server": name, **run_case(server.url, case, args, Path(scripts))}
+                    row.update(memory.stop(Path(scripts) / f"{name}-{case}-memory.csv"))
+                    results.append(row)
+                    print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
+                          f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "
+                          f"{row['non_2xx']} | {row['rss_mb']:.0f} ({row['rss_growth_pct']:+.1f} %) |",
+                          flush=True)  # fmt: skip
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
