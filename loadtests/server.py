@@ -63,12 +63,29 @@ class Server:
                     f"bentoml serve exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
                 )
             try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                ready = requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                if ready and self._all_workers_up():
                     return
             except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"bentoml serve not ready in {timeout} s:\n{self.output()[-4000:]}")
+
+    def _all_workers_up(self) -> bool:
+        """/readyz answers from any ready worker; with several workers, also see every one of them answer
+        /status on a fresh connection (so that a load test does not start while one is still loading).
+        Servers without /status (the stock baseline) have one worker."""
+        pids, expected = set(), 1
+        for _ in range(20):
+            r = requests.get(f"{self.url}/status", headers={"Connection": "close"}, timeout=5)
+            if r.status_code == 404:
+                return True
+            status = r.json()
+            expected = status["workers"]
+            pids.add(status["worker"]["pid"])
+            if len(pids) >= expected:
+                return True
+        return False
 
     def __enter__(self) -> Server:
         return self

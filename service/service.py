@@ -167,6 +167,7 @@ class ModelService:
         return {
             "ready": self.ready,
             "worker": {"index": server_context.worker_index, "pid": os.getpid()},
+            "workers": settings.worker_count(),
             "settings": settings.model_dump(),
             "models": {m.spec.name: m.status() for m in (self.housing, self.mnist)},
         }
