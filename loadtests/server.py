@@ -27,8 +27,10 @@ def free_port() -> int:
 class Server:
     """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
 
-    def __init__(self, env: dict, startup_timeout: float = 180, target: str = SERVICE) -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict, startup_timeout: float = 180, target: str = SERVICE, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(

@@ -14,10 +14,14 @@ _settings = get_settings()
 
 # A JSON number (never a string or a bool), finite.
 FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
+# Housing values are bounded so that no accepted row can overflow float32 inside the model (the
+# real data stays below 40,000; log1p columns are clamped at 0 in the graph, so negatives are safe).
+MAX_ABS_FEATURE = 1e6
+HousingValue = Annotated[FiniteFloat, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
 Pixel = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 HousingRow = Annotated[
-    list[FiniteFloat],
+    list[HousingValue],
     Field(min_length=len(HOUSING_FEATURES), max_length=len(HOUSING_FEATURES)),
 ]
 HousingFeatures = Annotated[
@@ -43,7 +47,7 @@ Images = Annotated[
 
 
 class DigitPrediction(BaseModel):
-    label: int = Field(ge=0, lt=MNIST_NUM_CLASSES, description="predicted digit")
+    label: int = Field(ge=0, le=MNIST_NUM_CLASSES - 1, description="predicted digit")  # le: OpenAPI 3.0
     probabilities: list[float] = Field(
         min_length=MNIST_NUM_CLASSES, max_length=MNIST_NUM_CLASSES, description="softmax over 0..9"
     )

@@ -40,6 +40,10 @@ class ModelNotFoundError(RuntimeError):
     pass
 
 
+class ModelLoadError(RuntimeError):
+    """A stored model file that the backend cannot load, or that does not behave like the model."""
+
+
 @dataclass
 class ServedModel:
     spec: ModelSpec
@@ -76,8 +80,14 @@ def stored_model(ref: bentoml.models.BentoModel, spec: ModelSpec):
 
 
 def preflight() -> None:
-    """Checks that stop `bentoml serve` / `bentoml build` before any worker starts: both models are in
-    the store and the requested device exists (MODEL_DEVICE=cuda without a GPU is an error)."""
+    """Checks that stop `bentoml serve` / `bentoml build` with one line before any worker starts:
+    both models are in the store, the requested device exists (MODEL_DEVICE=cuda without a GPU is an
+    error) and, in the serving process itself (the workers import this module too and load the models
+    anyway), each model file loads with the chosen backend and answers a warm-up batch correctly. A
+    corrupted model.onnx or a TorchScript file of another model never gets as far as a worker that
+    would crash and be restarted over and over behind a server that never turns ready."""
+    from bentoml._internal.context import server_context
+
     from models.device import DeviceUnavailableError
     from service.backends import resolve_backend_device
 
@@ -85,27 +95,54 @@ def preflight() -> None:
         for ref, spec in MODELS:
             stored_model(ref, spec)
         resolve_backend_device(settings.model_backend, settings.model_device)
-    except (ModelNotFoundError, DeviceUnavailableError) as exc:
+        if server_context.worker_index is None:
+            for ref, spec in MODELS:
+                warm_up(load_model(ref, spec, settings), (1, 2))
+    except (ModelNotFoundError, DeviceUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
 def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceSettings) -> ServedModel:
-    from service.backends import load_backend
+    from models.device import DeviceUnavailableError
+    from service.backends import BACKENDS, load_backend
 
     stored = stored_model(ref, spec)
-    backend = load_backend(
-        config.model_backend, Path(stored.path), spec, config.model_device, config.threads_per_worker()
-    )
+    try:
+        backend = load_backend(
+            config.model_backend, Path(stored.path), spec, config.model_device, config.threads_per_worker()
+        )
+    except DeviceUnavailableError:
+        raise
+    except Exception as exc:  # whatever the runtime raises for a bad file: name the file and the fix
+        filename = BACKENDS[config.model_backend][1]
+        raise ModelLoadError(
+            f"{stored.tag}: {filename} could not be loaded by {config.model_backend} "
+            f"({type(exc).__name__}: {first_line(exc)}); re-export it with `{spec.train_command}`"
+        ) from exc
     return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
 def warm_up(model: ServedModel, batch_sizes: tuple[int, ...]) -> None:
-    """Run the backend at a few batch sizes (allocations, kernel selection) and check the output."""
+    """Run the backend at a few batch sizes (allocations, kernel selection) and check the output: a
+    file of another model fails here (wrong input or output shape)."""
+    spec, kind = model.spec, model.backend.kind
     for n in batch_sizes:
-        out = model.predict(np.full((n, *model.spec.input_shape), 0.5, dtype=np.float32))
-        if out.shape != (n, *model.spec.output_shape) or not np.isfinite(out).all():
-            raise RuntimeError(
-                f"{model.tag}: warm-up at batch {n} gave shape {out.shape} / non-finite values"
+        try:
+            out = model.predict(np.full((n, *spec.input_shape), 0.5, dtype=np.float32))
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{model.tag}: its {kind} model does not take {spec.name}'s input (batch of shape "
+                f"{(n, *spec.input_shape)}): {type(exc).__name__}: {first_line(exc)}; re-export it with "
+                f"`{spec.train_command}`"
+            ) from exc
+        if out.shape != (n, *spec.output_shape) or not np.isfinite(out).all():
+            raise ModelLoadError(
+                f"{model.tag}: its {kind} model answered a batch of {n} with shape {out.shape} "
+                f"(expected {(n, *spec.output_shape)}, finite); re-export it with `{spec.train_command}`"
             )
     logger.info("warmed up %s at batch sizes %s", model.tag, batch_sizes)
 
@@ -134,7 +171,7 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 
 @bentoml.service(
     name="model_serving",
-    traffic={"timeout": 30},
+    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
     workers=settings.worker_count(),
     http={"host": "127.0.0.1", "port": 3000},
     logging={"access": {"enabled": settings.access_log}},
@@ -179,7 +216,10 @@ class ModelService:
     )
     def predict_housing(self, features: HousingFeatures) -> list[float]:
         """Median house value (in $100,000) for each row of raw California Housing features."""
-        return self.housing.predict(np.asarray(features, dtype=np.float32))[:, 0].tolist()
+        out = self.housing.predict(np.asarray(features, dtype=np.float32))[:, 0]
+        if not np.isfinite(out).all():  # unreachable for rows inside the schema's bounds; never emit NaN
+            raise RuntimeError(f"non-finite housing prediction for a batch of {len(out)} rows")
+        return out.tolist()
 
     @bentoml.api(
         batchable=True,

@@ -42,6 +42,13 @@ class ServiceSettings(BaseSettings):
     housing_max_latency_ms: int = Field(500, ge=1)
     mnist_max_batch_size: int = Field(64, ge=2)  # images: 64 images = ~11-22 ms of model time
     mnist_max_latency_ms: int = Field(1000, ge=1)
+    # Overload: requests in flight per worker beyond which new ones get an immediate 429 (BentoML's
+    # traffic.max_concurrency; health, readiness and metrics endpoints are exempt). Queued work past
+    # the batching deadline (max_latency_ms above) is shed with 503, and nothing runs longer than
+    # request_timeout_s (504). 64 per worker: well above the 32-connection load tests, low enough that
+    # a burst cannot queue unbounded work (loadtests/burst.py; README "Overload").
+    max_concurrency: int = Field(64, ge=1)
+    request_timeout_s: int = Field(30, ge=1)
     # Request limits.
     max_housing_rows: int = Field(1000, ge=1)
     max_images: int = Field(256, ge=1)

@@ -6,8 +6,13 @@
 - media_type: compute a root-model output's media type once per class, not once per response.
 - batching:   dispatch a batch as soon as the model is free instead of corking requests for the
               learned average queue wait, which feeds on itself after bulk traffic.
+- error_bodies: a malformed multipart body is a 400 (stock: 500), 4xx bodies are `{"error": ...}`
+              (stock: a list), a request shed by the batcher says "overloaded, retry" (stock: "unexpected").
+- openapi_doc: /docs.json as the service behaves: the `detail` of a 400 is the list of validation
+              errors (stock: string), request bodies are required (stock: optional).
 - reuseport:  with 2+ workers, one SO_REUSEPORT listening socket per worker, so that the kernel
-              spreads connections (stock: all workers accept from one socket and one takes most).
+              spreads connections (stock: all workers accept from one socket and one takes most);
+              with any number, a port in use stops start-up with one line.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 
 import bentoml
 
-from service.patches import batching, media_type, reuseport, timeout
+from service.patches import batching, error_bodies, media_type, openapi_doc, reuseport, timeout
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ def apply(workers: int = 1) -> bool:
     timeout.apply()
     media_type.apply()
     batching.apply()
-    if workers > 1:
-        reuseport.apply()
+    openapi_doc.apply()
+    error_bodies.apply()
+    reuseport.apply(workers)
     return True

@@ -11,7 +11,7 @@ from bentoml._internal.server.http import traffic
 from circus.sockets import CircusSocket
 
 from service import patches
-from service.patches import batching, media_type, reuseport, timeout
+from service.patches import batching, media_type, openapi_doc, reuseport, timeout
 from service.schemas import DigitPrediction
 
 
@@ -122,13 +122,14 @@ def test_stock_api_server_socket_has_no_reuseport():
         sock.close()
 
 
-def test_reuseport_socket_shares_its_port_with_worker_listeners_and_refuses_a_taken_port():
+def test_reuseport_socket_shares_its_port_with_worker_listeners_and_refuses_a_taken_port(monkeypatch):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         taken.listen()
-        with pytest.raises(OSError, match=f"127.0.0.1:{port} is already in use"):
+        with pytest.raises(SystemExit, match=f"127.0.0.1:{port} is already in use"):
             reuseport.check_port_free("127.0.0.1", port)
+    monkeypatch.setattr(reuseport, "_reuseport", True)  # as apply(workers=2) sets it
     arbiter = CircusSocket.__new__(CircusSocket)
     reuseport.reuseport_socket_init(arbiter, name=reuseport.API_SERVER_SOCKET, host="127.0.0.1", port=port)
     try:
@@ -140,6 +141,39 @@ def test_reuseport_socket_shares_its_port_with_worker_listeners_and_refuses_a_ta
             worker.close()
     finally:
         arbiter.close()
+
+
+def test_stock_openapi_documents_error_detail_as_a_string():
+    from bentoml.exceptions import InvalidArgument
+
+    (schema,) = openapi_doc.stock_exception_schema(InvalidArgument)
+    assert schema.properties["detail"].type == "string"  # BentoML's 400s carry a list there
+
+
+def test_patched_openapi_documents_the_validation_error_list():
+    from bentoml.exceptions import InvalidArgument
+
+    (schema,) = openapi_doc.exception_schema_with_validation_detail(InvalidArgument)
+    assert schema.properties["detail"].type == "array" and schema.properties["error"].type == "string"
+    assert schema.required == ["error"]
+
+
+def _api_method():
+    import bentoml
+
+    @bentoml.api
+    def predict(self, x: list[float]) -> list[float]: ...
+
+    return predict
+
+
+def test_stock_openapi_request_body_is_optional():
+    assert "required" not in openapi_doc.stock_openapi_request(_api_method())
+
+
+def test_patched_openapi_request_body_is_required():
+    request = openapi_doc.required_openapi_request(_api_method())
+    assert request["required"] is True and "application/json" in request["content"]
 
 
 def test_patches_are_installed_on_bentoml_1_4():

@@ -1,13 +1,19 @@
-"""Start-up failures are loud and name the fix; `bentoml build` packs the service and both models."""
+"""Start-up failures are loud, name the fix and leave no half-ready server: a missing model, a
+corrupted model.onnx, a TorchScript file of another model, CUDA without a GPU, a port in use.
+`bentoml build` packs the service and both models."""
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from loadtests.server import Server
+from models.specs import ONNX_FILE, TORCHSCRIPT_FILE
 from tests.conftest import REPO
 
 
@@ -59,3 +65,63 @@ def test_bentoml_build_packs_service_and_models(smoke_models):
     ) == 2
     dockerfile = bento.path_of("env/docker/Dockerfile")
     assert os.path.isfile(dockerfile) or os.path.isdir(bento.path_of("env/python"))
+
+
+def _model_path(tag: str) -> str:
+    import bentoml
+
+    return bentoml.models.get(tag).path
+
+
+def _tampered_copy(tag: str, name: str, filename: str, content: bytes) -> str:
+    """A copy of a stored model under another name, with one file replaced (the original untouched)."""
+    import bentoml
+
+    src = bentoml.models.get(tag)
+    with bentoml.models.create(name, metadata=dict(src.info.metadata)) as model:
+        for f in Path(src.path).iterdir():
+            if f.is_file() and f.name != "model.yaml":
+                shutil.copy(f, model.path)
+        Path(model.path, filename).write_bytes(content)
+    return str(model.tag)
+
+
+def _models_env(smoke_models, **override) -> dict:
+    return {
+        "MODEL_DEVICE": "cpu",
+        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+        **override,
+    }
+
+
+def test_corrupted_onnx_file_stops_start_up_with_its_name(smoke_models):
+    onnx = Path(_model_path(smoke_models["housing_mlp"]["tag"]), ONNX_FILE).read_bytes()
+    tag = _tampered_copy(
+        smoke_models["housing_mlp"]["tag"], "housing_mlp_corrupt", ONNX_FILE, onnx[: len(onnx) // 2]
+    )
+    out = _failed_start(_models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
+    assert f"error: {tag}: {ONNX_FILE} could not be loaded by onnx" in out
+    assert "python -m training.housing" in out and "Traceback" not in out
+
+
+def test_torchscript_file_of_another_model_stops_start_up(smoke_models):
+    mnist_ts = Path(_model_path(smoke_models["mnist_cnn"]["tag"]), TORCHSCRIPT_FILE).read_bytes()
+    tag = _tampered_copy(
+        smoke_models["housing_mlp"]["tag"], "housing_mlp_swapped", TORCHSCRIPT_FILE, mnist_ts
+    )
+    out = _failed_start(_models_env(smoke_models, MODEL_BACKEND="torchscript", HOUSING_MODEL=tag))
+    assert f"error: {tag}: its torchscript model does not take housing_mlp's input" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_stops_start_up_with_one_line(smoke_models, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="bentoml serve exited") as info:
+            Server(_models_env(smoke_models, WORKERS=workers), startup_timeout=120, port=port)
+    out = str(info.value)
+    assert f"error: 127.0.0.1:{port} is already in use" in out and "Traceback" not in out
