@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from scipy.special import softmax
 
 from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
+from loadtests.report import batch_histogram, mean_batch
 from loadtests.server import Server
 from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
 
@@ -206,6 +208,53 @@ def test_malformed_json_and_oversize_body(server):
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
 
+def test_upload_limits_decompression_bomb_and_file_size(server):
+    bomb = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(bomb, format="PNG")  # 25 Mpx in a ~25 KB file
+    assert len(bomb.getvalue()) < 100_000
+    r = upload(server, bomb.getvalue())
+    assert r.status_code == 413 and "5000x5000 pixels" in r.json()["error"], r.text
+    r = upload(server, png_bytes(np.zeros((28, 28))) + b"\0" * (5 * 1024 * 1024 + 1))
+    assert r.status_code == 413 and "limit" in r.json()["error"], r.text
+
+
+def test_chunked_body_over_the_limit_is_a_413(server):
+    def chunks():  # no Content-Length: the limit is enforced while the body is read
+        yield b'{"features": ['
+        for _ in range(17 * 1024):
+            yield b"[1,2,3,4,5,6,7,8]," * 60
+        yield b"[1,2,3,4,5,6,7,8]]}"
+
+    r = requests.post(
+        f"{server.url}/predict_housing",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 413 and "limit" in r.json()["error"], r.text
+
+
+def test_pickle_media_type_is_refused(server):
+    r = requests.post(
+        f"{server.url}/predict_housing",
+        data=b"\x80\x04K\x01.",
+        headers={"Content-Type": "application/vnd.bentoml+pickle"},
+        timeout=10,
+    )
+    assert r.status_code == 415 and "pickle" in r.json()["error"]
+
+
+def test_malformed_multipart_is_a_400_not_a_500(server):
+    boundary = "7c5156fb04a2177cf9e322ad31ebde44"
+    r = requests.post(
+        f"{server.url}/classify_digit_image",
+        data=f"--{boundary}\r\nNone--{boundary}--\r\n".encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json() == {"error": "Invalid multipart data."}
+
+
 def test_bad_uploads(server):
     r = upload(server, b"this is not an image", "x.png")
     assert r.status_code == 400 and "not an image" in r.json()["error"]
@@ -215,37 +264,65 @@ def test_bad_uploads(server):
     assert r.status_code == 400
 
 
-def test_concurrent_requests_with_bad_ones_mixed_in(server, housing, smoke_models):
-    x = housing.test.x[:42]
-    expected = offline_outputs(smoke_models["housing_mlp"]["tag"], server.backend, HOUSING, x)[:, 0]
-    bad = list(BAD_HOUSING.values())[:8]
-    jobs = [("good", i, {"features": [x[i].tolist()]}) for i in range(42)] + [
-        ("bad", i, b) for i, b in enumerate(bad)
-    ]
+def _batches(server) -> dict:
+    return batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
+
+
+def test_batch_isolation_valid_and_invalid_requests_mixed_on_every_batched_endpoint(
+    server, housing, mnist, smoke_models
+):
+    """300 valid and 100 invalid requests per batched endpoint, sent 32 at a time in random order:
+    every valid one gets 200 with its own answer (equal to the stored model run offline), every invalid
+    one its own 400 with a message, and the valid ones really were batched together (mean batch > 1)."""
     rng = np.random.default_rng(0)
-    jobs = [jobs[i] for i in rng.permutation(len(jobs))]  # 50 requests, bad ones interleaved
+    x_h = housing.test.x[:300]
+    x_m = mnist.test.x[:300]
+    expected = {
+        "predict_housing": offline_outputs(smoke_models["housing_mlp"]["tag"], server.backend, HOUSING, x_h)[
+            :, 0
+        ],
+        "classify_digits": offline_outputs(
+            smoke_models["mnist_cnn"]["tag"], server.backend, MNIST, x_m
+        ).argmax(1),
+    }
+    bad = {"predict_housing": list(BAD_HOUSING.values()), "classify_digits": list(BAD_IMAGES.values())}
+    bad["predict_housing"].append({"features": [[1e7] + [1.0] * 7]})  # over the documented bound
+    jobs = []
+    for route, x, field in (("predict_housing", x_h, "features"), ("classify_digits", x_m[:, 0], "images")):
+        jobs += [(route, i, json.dumps({field: [x[i].tolist()]})) for i in range(len(x))]
+        jobs += [(route, None, json.dumps(bad[route][k % len(bad[route])])) for k in range(100)]
+    jobs = [jobs[i] for i in rng.permutation(len(jobs))]
+    before = _batches(server)
 
     def send(job):
-        kind, i, body = job
-        return (
-            kind,
-            i,
-            requests.post(
-                f"{server.url}/predict_housing",
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=60,
-            ),
-        )
+        route, i, body = job
+        r = requests.post(f"{server.url}/{route}", data=body, headers={"Content-Type": "application/json"},
+                          timeout=60)  # fmt: skip
+        return route, i, r
 
-    with ThreadPoolExecutor(max_workers=50) as pool:
+    with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(send, jobs))
-    for kind, i, r in results:
-        if kind == "good":
-            assert r.status_code == 200, r.text
-            assert r.json()[0] == pytest.approx(float(expected[i]), abs=1e-5)
+    counts = Counter()
+    for route, i, r in results:
+        if i is None:
+            assert r.status_code == 400 and r.json()["error"], r.text
+            counts[route, "invalid -> 400"] += 1
         else:
-            assert r.status_code == 400, r.text
+            assert r.status_code == 200, r.text
+            answer = r.json()[0]
+            if route == "predict_housing":
+                assert answer == pytest.approx(float(expected[route][i]), abs=1e-5)
+            else:
+                assert answer["label"] == int(expected[route][i])
+            counts[route, "valid -> 200, own answer"] += 1
+    assert counts == {
+        (route, outcome): n
+        for route in ("predict_housing", "classify_digits")
+        for outcome, n in (("valid -> 200, own answer", 300), ("invalid -> 400", 100))
+    }
+    after = _batches(server)
+    for route in ("predict_housing", "classify_digits"):
+        assert mean_batch(before, after, route) > 1, f"{route}: requests were never batched together"
 
 
 def test_served_test_split_metrics_equal_stored_metrics(server, data_dir):

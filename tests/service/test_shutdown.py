@@ -1,0 +1,49 @@
+"""Graceful shutdown: SIGTERM to `bentoml serve` (what `docker stop` sends to the container's main
+process) lets the requests in flight finish with their answers and refuses new ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from loadtests.payloads import json_bodies
+from loadtests.server import Server
+
+
+def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(smoke_models):
+    env = {
+        "MODEL_DEVICE": "cpu",
+        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+    }
+    server = Server(env)
+    url = f"{server.url}/classify_digits"
+    bodies = json_bodies("classify_digits", 256, 16, seed=1)  # 16 x 256 images: ~1 s of model time
+
+    def post(body: bytes):
+        r = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        return r, time.monotonic()
+
+    try:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            futures = [pool.submit(post, b) for b in bodies]
+            time.sleep(0.3)
+            sigterm_at = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            answers = [f.result() for f in futures]
+        finished_after = sum(done > sigterm_at for _, done in answers)
+        assert finished_after > 0, "no request was still in flight at SIGTERM; make the requests bigger"
+        for (r, _), body in zip(answers, bodies, strict=True):
+            assert r.status_code == 200, r.text[:300]
+            assert len(r.json()) == len(json.loads(body)["images"])
+        with pytest.raises(requests.ConnectionError):
+            requests.post(url, data=bodies[0], headers={"Content-Type": "application/json"}, timeout=10)
+        assert server.proc.wait(timeout=60) == 0
+    finally:
+        server.stop()
