@@ -55,6 +55,13 @@ def post(server, route, **body):
     return requests.post(f"{server.url}/{route}", json=body, timeout=60)
 
 
+def post_raw(server, route, data, content_type="application/json", timeout=30):
+    """A body sent as given (bytes, or an iterator for a chunked body), with its Content-Type."""
+    return requests.post(
+        f"{server.url}/{route}", data=data, headers={"Content-Type": content_type}, timeout=timeout
+    )
+
+
 def test_status_readyz_livez_metrics(server, smoke_models):
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
     assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
@@ -186,25 +193,16 @@ def test_bad_image_requests_get_400_with_reason(server, case):
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_are_rejected(server, literal):
     body = '{"features": [[1, 2, 3, 4, 5, 6, 7, ' + literal + "]]}"
-    r = requests.post(
-        f"{server.url}/predict_housing", data=body, headers={"Content-Type": "application/json"}, timeout=10
-    )
+    r = post_raw(server, "predict_housing", body)
     assert r.status_code == 400, r.text
     assert r.json()["detail"][0]["loc"] == ["features", 0, 7]
 
 
 def test_malformed_json_and_oversize_body(server):
-    r = requests.post(
-        f"{server.url}/predict_housing",
-        data=b'{"features": [[1,2',
-        headers={"Content-Type": "application/json"},
-        timeout=10,
-    )
+    r = post_raw(server, "predict_housing", b'{"features": [[1,2')
     assert r.status_code == 400 and "json" in r.text.lower()
     big = b'{"features": [' + b",".join([b"[1,2,3,4,5,6,7,8]"] * 1_200_000) + b"]}"
-    r = requests.post(
-        f"{server.url}/predict_housing", data=big, headers={"Content-Type": "application/json"}, timeout=30
-    )
+    r = post_raw(server, "predict_housing", big)
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
 
@@ -225,33 +223,19 @@ def test_chunked_body_over_the_limit_is_a_413(server):
             yield b"[1,2,3,4,5,6,7,8]," * 60
         yield b"[1,2,3,4,5,6,7,8]]}"
 
-    r = requests.post(
-        f"{server.url}/predict_housing",
-        data=chunks(),
-        headers={"Content-Type": "application/json"},
-        timeout=60,
-    )
+    r = post_raw(server, "predict_housing", chunks(), timeout=60)
     assert r.status_code == 413 and "limit" in r.json()["error"], r.text
 
 
 def test_pickle_media_type_is_refused(server):
-    r = requests.post(
-        f"{server.url}/predict_housing",
-        data=b"\x80\x04K\x01.",
-        headers={"Content-Type": "application/vnd.bentoml+pickle"},
-        timeout=10,
-    )
+    r = post_raw(server, "predict_housing", b"\x80\x04K\x01.", "application/vnd.bentoml+pickle")
     assert r.status_code == 415 and "pickle" in r.json()["error"]
 
 
 def test_malformed_multipart_is_a_400_not_a_500(server):
     boundary = "7c5156fb04a2177cf9e322ad31ebde44"
-    r = requests.post(
-        f"{server.url}/classify_digit_image",
-        data=f"--{boundary}\r\nNone--{boundary}--\r\n".encode(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        timeout=10,
-    )
+    body = f"--{boundary}\r\nNone--{boundary}--\r\n".encode()
+    r = post_raw(server, "classify_digit_image", body, f"multipart/form-data; boundary={boundary}")
     assert r.status_code == 400 and r.json() == {"error": "Invalid multipart data."}
 
 
@@ -296,9 +280,7 @@ def test_batch_isolation_valid_and_invalid_requests_mixed_on_every_batched_endpo
 
     def send(job):
         route, i, body = job
-        r = requests.post(f"{server.url}/{route}", data=body, headers={"Content-Type": "application/json"},
-                          timeout=60)  # fmt: skip
-        return route, i, r
+        return route, i, post_raw(server, route, body, timeout=60)
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(send, jobs))
