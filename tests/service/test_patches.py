@@ -5,11 +5,13 @@ import asyncio
 import socket
 
 import pytest
+import requests
 from _bentoml_sdk.io_models import IOMixin
 from bentoml._internal.marshal.dispatcher import Optimizer
 from bentoml._internal.server.http import traffic
 from circus.sockets import CircusSocket
 
+from loadtests.server import SERVERS, Server
 from service import patches
 from service.patches import batching, media_type, openapi_doc, reuseport, timeout
 from service.schemas import DigitPrediction
@@ -174,6 +176,27 @@ def test_stock_openapi_request_body_is_optional():
 def test_patched_openapi_request_body_is_required():
     request = openapi_doc.required_openapi_request(_api_method())
     assert request["required"] is True and "application/json" in request["content"]
+
+
+def test_stock_bentoml_error_bodies_still_need_the_patch(smoke_models):
+    """loadtests/stock_service.py runs without service/patches: a malformed multipart body is a 500
+    there and a 4xx body is a JSON list (tests/service/test_http.py checks the patched answers)."""
+    env = {
+        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+    }
+    boundary = "7c5156fb04a2177cf9e322ad31ebde44"
+    with Server(env, target=SERVERS["stock"]) as stock:
+        multipart = requests.post(
+            f"{stock.url}/predict_housing",
+            data=f"--{boundary}\r\nNone--{boundary}--\r\n".encode(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=10,
+        )
+        pickle_type = {"Content-Type": "application/vnd.bentoml+pickle"}
+        pickled = requests.post(f"{stock.url}/predict_housing", data=b"x", headers=pickle_type, timeout=10)
+    assert multipart.status_code == 500
+    assert pickled.status_code == 415 and isinstance(pickled.json(), list)
 
 
 def test_patches_are_installed_on_bentoml_1_4():
