@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def single_latencies(client: httpx.AsyncClient, url: str, body: bytes, n: int) -> list[float]:
-    one = json_one(body)
+async def single_latencies(client: httpx.AsyncClient, url: str, one: bytes, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()
@@ -93,9 +92,8 @@ async def burst(url: str, bodies: list[bytes], connections: int, seconds: float)
     return {"sent": sum(statuses.values()), "burst_seconds": elapsed, "by_status": summary}
 
 
-async def recovery(url: str, body: bytes, normal_ms: float, timeout: float) -> float:
+async def recovery(url: str, one: bytes, normal_ms: float, timeout: float) -> float:
     """Seconds after the burst until 5 single requests in a row answer 200 within 2x normal + 5 ms."""
-    one = json_one(body)
     t0 = time.monotonic()
     streak = 0
     async with httpx.AsyncClient(timeout=30) as client:
@@ -113,21 +111,21 @@ async def recovery(url: str, body: bytes, normal_ms: float, timeout: float) -> f
 async def drill(base_url: str, args, pid: int | None) -> dict:
     url = f"{base_url}/{args.endpoint}"
     bodies = json_bodies(args.endpoint, args.items, 32, seed=0)
+    one = json_one(bodies[0])
     async with httpx.AsyncClient(timeout=30) as client:
-        normal = statistics.median(await single_latencies(client, url, bodies[0], 30))
+        normal = statistics.median(await single_latencies(client, url, one, 30))
     memory = MemorySampler(pid, period=0.2) if pid else None
     if memory:
         memory.start()
         await asyncio.sleep(0.5)
     result = await burst(url, bodies, args.connections, args.seconds)
-    recovered = await recovery(url, bodies[0], normal, args.recovery_timeout)
+    recovered = await recovery(url, one, normal, args.recovery_timeout)
     result.update({"endpoint": args.endpoint, "items_per_request": args.items,
                    "connections": args.connections, "normal_single_ms": normal,
                    "recovery_seconds": recovered})  # fmt: skip
     if memory:
-        rss = [r for _, r in memory.samples]
-        memory.stop(Path("/dev/null"))
-        result.update({"rss_before_mb": rss[0], "rss_peak_mb": max(rss)})
+        rss = memory.stop()  # stopped first: the sampler thread no longer appends
+        result.update({"rss_before_mb": memory.samples[0][1], "rss_peak_mb": rss["rss_peak_mb"]})
     return result
 
 

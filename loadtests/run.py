@@ -117,14 +117,20 @@ class MemorySampler(threading.Thread):
             self.samples.append((time.monotonic() - t0, sum(worker_rss_mb(self.pid))))
             self._done.wait(self.period)
 
-    def stop(self, path: Path) -> dict:
-        """Stop, write the samples as CSV and summarize: final RSS and growth over the run in %."""
+    def stop(self, path: Path | None = None) -> dict:
+        """Stop, write the samples as CSV (if a path is given) and summarize: final and peak RSS and
+        the growth over the run in %."""
         self._done.set()
         self.join()
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerows([("seconds", "worker_rss_mb"), *self.samples])
-        first, last = self.samples[0][1], self.samples[-1][1]
-        return {"rss_mb": last, "rss_growth_pct": 100 * (last - first) / first}
+        if path is not None:
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerows([("seconds", "worker_rss_mb"), *self.samples])
+        rss = [r for _, r in self.samples]
+        return {
+            "rss_mb": rss[-1],
+            "rss_growth_pct": 100 * (rss[-1] - rss[0]) / rss[0],
+            "rss_peak_mb": max(rss),
+        }
 
 
 def children_cpu_seconds() -> float:

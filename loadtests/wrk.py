@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     memory = MemorySampler(server.proc.pid)
                     memory.start()
                     row = {"server": name, **run_case(server.url, case, args, Path(scripts))}
-                    row.update(memory.stop(Path(scripts) / f"{name}-{case}-memory.csv"))
+                    row.update(memory.stop())
                     results.append(row)
                     print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
                           f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "
