@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from loadtests.payloads import json_bodies
-from loadtests.run import MemorySampler
+from loadtests.sampling import ResourceSampler
 from loadtests.server import Server
 
 JSON = {"Content-Type": "application/json"}
@@ -114,7 +114,7 @@ async def drill(base_url: str, args, pid: int | None) -> dict:
     one = json_one(bodies[0])
     async with httpx.AsyncClient(timeout=30) as client:
         normal = statistics.median(await single_latencies(client, url, one, 30))
-    memory = MemorySampler(pid, period=0.2) if pid else None
+    memory = ResourceSampler(pid, period=0.2) if pid else None
     if memory:
         memory.start()
         await asyncio.sleep(0.5)
@@ -124,8 +124,9 @@ async def drill(base_url: str, args, pid: int | None) -> dict:
                    "connections": args.connections, "normal_single_ms": normal,
                    "recovery_seconds": recovered})  # fmt: skip
     if memory:
-        rss = memory.stop()  # stopped first: the sampler thread no longer appends
-        result.update({"rss_before_mb": memory.samples[0][1], "rss_peak_mb": rss["rss_peak_mb"]})
+        memory.stop()
+        rss = memory.summary()
+        result.update({"rss_before_mb": rss["rss_first_mb"], "rss_peak_mb": rss["rss_peak_mb"]})
     return result
 
 

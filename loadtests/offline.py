@@ -3,21 +3,24 @@ machine's cores (--threads). Gives the ceiling that served throughput is compare
 
     python -m loadtests.offline                      # models from the store (HOUSING_MODEL / MNIST_MODEL)
     python -m loadtests.offline --threads 1          # what one service worker's session gets (WORKERS=cores)
+    python -m loadtests.offline --devices cpu,cuda   # CPU and GPU ceilings (loadtests.run --offline)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
 import time
 from pathlib import Path
 
 import bentoml
 import numpy as np
 
+from models.device import DeviceUnavailableError, available_cpus
 from models.specs import HOUSING, MNIST
 from service.backends import load_backend
+from service.placement import choose
 from service.settings import get_settings
 
 BATCHES = {HOUSING.name: (1, 8, 64, 1000), MNIST.name: (1, 8, 64, 256)}
@@ -43,28 +46,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--backends", default="onnx,torchscript")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
+    parser.add_argument("--devices", default="cpu", help="cpu,cuda")
+    parser.add_argument("--threads", type=int, default=available_cpus(), help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
     parser.add_argument("--out", type=Path, default=Path("reports/offline.json"))
     args = parser.parse_args(argv)
     settings = get_settings()
     tags = {HOUSING.name: settings.housing_model, MNIST.name: settings.mnist_model}
     results = []
-    for kind in args.backends.split(","):
+    for device, kind in itertools.product(args.devices.split(","), args.backends.split(",")):
+        try:
+            device = choose(kind, device).device  # `cuda` that cannot be had stops here
+        except DeviceUnavailableError as exc:
+            raise SystemExit(f"error: {exc}") from None
         for spec in (HOUSING, MNIST):
             model = bentoml.models.get(tags[spec.name])
-            backend = load_backend(kind, Path(model.path), spec, args.device, args.threads)
+            backend = load_backend(kind, Path(model.path), spec, device, args.threads)
             for batch in BATCHES[spec.name]:
                 r = {
                     "backend": kind,
-                    "device": args.device,
+                    "device": device,
                     "model": spec.name,
                     "threads": args.threads,
                 }
                 results.append({**r, **throughput(backend, spec, batch, args.seconds)})
-                print(f"{kind:12} {spec.name:12} batch {batch:5}: {results[-1]['ms_per_batch']:8.3f} ms  "
-                      f"{results[-1]['items_per_s']:12,.0f} items/s")  # fmt: skip
+                last = results[-1]
+                print(f"{device:4} {kind:12} {spec.name:12} batch {batch:5}: {last['ms_per_batch']:8.3f} ms  "
+                      f"{last['items_per_s']:12,.0f} items/s")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     return results

@@ -41,6 +41,24 @@ def locust_stats(stats_csv: Path) -> dict[str, dict]:
     return rows
 
 
+def load_window(history_csv: Path) -> tuple[float, float]:
+    """(start, end) unix time of the load, from Locust's `_stats_history.csv` (the Aggregated row is
+    written every second with the total request count so far): from the second before the first
+    request was counted to the last second in which the count still grew. Locust's start-up and
+    shutdown are outside it."""
+    with open(history_csv, newline="") as f:
+        rows = [
+            (float(row["Timestamp"]), int(row["Total Request Count"]))
+            for row in csv.DictReader(f)
+            if row["Name"] == "Aggregated"
+        ]
+    counted = [i for i, (_, count) in enumerate(rows) if count > 0]
+    if not counted:
+        raise ValueError(f"{history_csv.name}: no request was made")
+    grew = [i for i in counted if i > 0 and rows[i][1] > rows[i - 1][1]] or counted
+    return rows[counted[0]][0] - 1.0, rows[grew[-1]][0]
+
+
 def batch_histogram(metrics_text: str) -> dict[str, tuple[float, float]]:
     """(sum, count) of BentoML's adaptive batch size histogram per API method, from /metrics.
     The histogram observes how many requests went into each batch."""
@@ -66,11 +84,12 @@ def mean_batch(before: dict, after: dict, method: str) -> float:
 
 
 COLUMNS = [
-    ("server", "{}"), ("device", "{}"), ("backend", "{}"), ("users", "{}"), ("rps", "{:,.0f}"),
-    ("items_per_s", "{:,.0f}"),
+    ("server", "{}"), ("device", "{}"), ("backend", "{}"), ("workers", "{}"), ("users", "{}"),
+    ("rps", "{:,.0f}"), ("items_per_s", "{:,.0f}"), ("offline_pct", "{:.0f}"),
     ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("max_ms", "{:.0f}"),
-    ("failures", "{}"), ("mean_batch", "{:.1f}"), ("server_cpu_pct", "{:.0f}"), ("locust_cpu_pct", "{:.0f}"),
-    ("checked", "{}"),
+    ("failures", "{}"), ("mean_batch", "{:.1f}"),
+    ("server_cpu_pct", "{:.0f}"), ("generator_cpu_pct", "{:.0f}"),
+    ("gpu_util_pct", "{:.0f}"), ("gpu_mem_mb", "{:,.0f}"), ("checked", "{}"),
     ("rss_mb", "{:.0f}"), ("rss_growth_pct", "{:+.1f}"),
 ]  # fmt: skip
 
@@ -86,8 +105,8 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def series_key(row: dict) -> tuple[str, str, str]:
-    return row["server"], row["device"], row["backend"]
+def series_key(row: dict) -> tuple[str, ...]:
+    return row["server"], row["device"], row["backend"], f"w{row['workers']}"
 
 
 def plots(results: list[dict], out_dir: Path) -> list[Path]:
@@ -134,12 +153,15 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
     parts.append(
         "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
         "mean_batch = requests per adaptive batch (BentoML's adaptive_batch_size histogram, delta over "
-        "the run; - for the upload endpoint, which is not batched); server_cpu_pct = CPU of the server's "
-        "process tree per second of load (100 = one core), locust_cpu_pct the same for the load "
-        "generator; checked = responses the locustfile checked for "
+        "the run; - for the upload endpoint, which is not batched); offline_pct = items_per_s as % of the "
+        "offline ceiling of the same device/backend (`loadtests.offline`, best batch the service can form); "
+        "server_cpu_pct = CPU of the server's process tree and generator_cpu_pct of the Locust process "
+        "tree, both over the seconds the load ran (from Locust's stats history; 100 = one core); "
+        "gpu_util_pct = NVML's GPU busy % (mean over the run), gpu_mem_mb = GPU memory used at the end; "
+        "checked = responses the locustfile checked for "
         "status, shape and values (wrong ones count as failures); rss_mb = resident memory of the server's "
-        "workers at the end of the run, rss_growth_pct = its change over the run (sampled every second, "
-        "<prefix>-memory.csv)."
+        "workers at the end of the run, rss_growth_pct = its change over the run (sampled every 0.5 s, "
+        "<prefix>-resources.csv)."
     )
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")

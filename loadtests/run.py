@@ -1,42 +1,51 @@
-"""Load-test the service for every device x backend x users combination and write one report.
+"""Load-test the service for every server x device x backend x workers x users combination; one report.
 
     python -m loadtests.run                                   # cpu, onnx + torchscript, 1/8/32 users
-    python -m loadtests.run --devices cpu,cuda --duration 60 --housing-rows 1000
+    python -m loadtests.run --devices cpu,cuda --offline reports/offline.json   # CPU vs GPU
+    python -m loadtests.run --devices cuda --workers 1,2,4 --backends torchscript   # workers per GPU
     python -m loadtests.run --servers ours,stock --backends onnx   # vs stock BentoML, same model.onnx
 
-For each device/backend it starts `bentoml serve` on a free 127.0.0.1 port, waits for /readyz, runs
-Locust headless once per endpoint and user count (bounded by --duration), then stops the server.
-Output folder: Locust's CSV + HTML per run, results.json, report.md (a table per endpoint) and plots.
+For each combination it starts `bentoml serve` on a free 127.0.0.1 port, waits for every worker to
+be ready, runs Locust headless once per endpoint and user count (bounded by --duration), then stops
+the server. A combination that cannot start (no GPU, a backend the machine lacks) is recorded in the
+report with its error and the sweep goes on. results.json, report.md (a table per endpoint) and the
+plots are rewritten after every run, so an interrupted sweep keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
+import itertools
 import json
 import logging
-import resource
+import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import requests
 
-from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
+from loadtests.report import batch_histogram, load_window, locust_stats, mean_batch, write_report
+from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
+from models.device import available_cpus, nvidia_gpus
+from training.data import DatasetMissingError, default_data_dir, require_datasets
 
 logger = logging.getLogger("loadtests.run")
 
-ENDPOINTS = {  # endpoint -> (Locust user class, items per request option)
-    "predict_housing": ("HousingUser", "housing_rows"),
-    "classify_digits": ("DigitsJsonUser", "mnist_images"),
-    "classify_digit_image": ("DigitsPngUser", None),
+ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model)
+    "predict_housing": ("HousingUser", "housing_rows", "housing_mlp"),
+    "classify_digits": ("DigitsJsonUser", "mnist_images", "mnist_cnn"),
+    "classify_digit_image": ("DigitsPngUser", None, "mnist_cnn"),
 }
 STOCK_ENDPOINTS = ("predict_housing", "classify_digits")  # loadtests/stock_service.py: ONNX on CPU only
+
+
+class GeneratorError(RuntimeError):
+    """Locust itself failed (not the server): its own error, in one line."""
 
 
 def csv_list(kind=str):
@@ -49,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--devices", type=csv_list(), default=["cpu"], help="cpu,cuda (cuda skipped without a GPU)"
-    )
+    p.add_argument("--devices", type=csv_list(), default=["cpu"], help="cpu,cuda")
     p.add_argument("--backends", type=csv_list(), default=["onnx", "torchscript"])
     p.add_argument(
         "--servers",
@@ -59,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=["ours"],
         help="ours = service/service.py; stock = the same model.onnx on stock BentoML "
         "(loadtests/stock_service.py)",
+    )
+    p.add_argument(
+        "--workers", type=csv_list(int), default=[0], help="WORKERS of the server (0 = the service default)"
     )
     p.add_argument("--users", type=csv_list(int), default=[1, 8, 32], help="concurrent Locust users")
     p.add_argument("--endpoints", type=csv_list(), default=list(ENDPOINTS), help="endpoints to load")
@@ -68,79 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--processes", type=int, default=1, help="Locust worker processes (distributed mode if > 1)"
     )
+    p.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), help="datasets the request bodies come from"
+    )
+    p.add_argument(
+        "--offline",
+        type=Path,
+        default=None,
+        help="results of `python -m loadtests.offline` (its --out): adds served / offline throughput",
+    )
     p.add_argument("--out", type=Path, default=None, help="report folder (default reports/<timestamp>)")
     return p
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the BentoML server's workers)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+def generator_error(log: str) -> str:
+    """The line of Locust's output that says what went wrong (the last exception line)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln.split(":", 1)[0] or ln.startswith("error:")]
+    return (errors or lines or ["no output"])[-1][:500]
 
 
-def worker_rss_mb(pid: int) -> list[float]:
-    """Resident memory (MiB) of each worker process of the server (the arbiter's children)."""
-    rss = []
-    for proc in psutil.Process(pid).children(recursive=True):
-        try:
-            rss.append(proc.memory_info().rss / 2**20)
-        except psutil.NoSuchProcess:
-            pass
-    return rss
-
-
-class MemorySampler(threading.Thread):
-    """Samples the workers' resident memory every `period` seconds while a run lasts."""
-
-    def __init__(self, pid: int, period: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.period = pid, period
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, total worker RSS MiB)
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.monotonic()
-        while not self._done.is_set():
-            self.samples.append((time.monotonic() - t0, sum(worker_rss_mb(self.pid))))
-            self._done.wait(self.period)
-
-    def stop(self, path: Path | None = None) -> dict:
-        """Stop, write the samples as CSV (if a path is given) and summarize: final and peak RSS and
-        the growth over the run in %."""
-        self._done.set()
-        self.join()
-        if path is not None:
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerows([("seconds", "worker_rss_mb"), *self.samples])
-        rss = [r for _, r in self.samples]
-        return {
-            "rss_mb": rss[-1],
-            "rss_growth_pct": 100 * (rss[-1] - rss[0]) / rss[0],
-            "rss_peak_mb": max(rss),
-        }
-
-
-def children_cpu_seconds() -> float:
-    """CPU seconds of this process's finished children (Locust, once run_locust has waited for it)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_locust(url: str, endpoint: str, users: int, args, prefix: Path) -> None:
-    user_class, _ = ENDPOINTS[endpoint]
+def run_locust(url: str, endpoint: str, users: int, args, prefix: Path, sampler: ResourceSampler) -> None:
+    user_class = ENDPOINTS[endpoint][0]
     cmd = [
         sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless",
         "--host", url, "-u", str(users), "-r", str(users), "-t", f"{args.duration}s", "--stop-timeout", "10",
@@ -149,89 +108,142 @@ def run_locust(url: str, endpoint: str, users: int, args, prefix: Path) -> None:
         "--checks-file", f"{prefix}-checks", user_class,
     ]  # fmt: skip
     if args.processes > 1:
-        cmd[4:4] = ["--processes", str(args.processes)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.duration + 120)
-    (prefix.parent / f"{prefix.name}.log").write_text(proc.stdout + proc.stderr)
+        cmd[3:3] = ["--processes", str(args.processes)]  # a Locust option, before -f's value
+    env = {**os.environ, "DATA_DIR": str(args.data_dir)}
+    log = prefix.parent / f"{prefix.name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler.generator_pid = proc.pid
+        try:
+            proc.wait(timeout=args.duration + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     if not Path(f"{prefix}_stats.csv").exists():
-        raise RuntimeError(f"locust wrote no stats for {prefix.name}:\n{proc.stderr[-2000:]}")
+        raise GeneratorError(
+            f"locust wrote no stats (exit {proc.returncode}): {generator_error(log.read_text())}"
+        )
 
 
 def checked_count(prefix: Path, endpoint: str) -> int:
     return sum(json.loads(Path(f).read_text()).get(endpoint, 0) for f in glob.glob(f"{prefix}-checks-*.json"))
 
 
-def measure(
-    server: Server, name: str, device: str, backend: str, endpoint: str, users: int, args, out: Path
-) -> dict:
-    prefix = out / f"{name}-{device}-{backend}-{endpoint}-u{users}"
+def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
+    """(device, backend, model) -> best offline items/s at a batch size the service can form."""
+    if path is None:
+        return {}
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    max_batch = {"housing_mlp": settings.housing_max_batch_size, "mnist_cnn": settings.mnist_max_batch_size}
+    best: dict[tuple[str, str, str], float] = {}
+    for row in json.loads(path.read_text()):
+        if row["batch"] <= max_batch[row["model"]]:
+            key = (row["device"], row["backend"], row["model"])
+            best[key] = max(best.get(key, 0.0), row["items_per_s"])
+    return best
+
+
+def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: Path, ceilings: dict) -> dict:
+    name, device, backend = combo["server"], combo["device"], combo["backend"]
+    prefix = out / f"{name}-{device}-{backend}-w{server.workers}-{endpoint}-u{users}"
     before = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
-    cpu0, locust_cpu0 = cpu_seconds(server.proc.pid), children_cpu_seconds()
-    memory = MemorySampler(server.proc.pid)
-    memory.start()
-    run_locust(server.url, endpoint, users, args, prefix)
-    cpu = cpu_seconds(server.proc.pid) - cpu0  # per second of load (Locust's start-up excluded)
-    locust_cpu = children_cpu_seconds() - locust_cpu0  # the load generator, start-up included
-    rss = memory.stop(Path(f"{prefix}-memory.csv"))
+    sampler = ResourceSampler(server.proc.pid, period=0.5, gpu=device == "cuda")
+    sampler.start()
+    try:
+        run_locust(server.url, endpoint, users, args, prefix, sampler)
+    finally:
+        sampler.stop(Path(f"{prefix}-resources.csv"))
     after = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
     stats = locust_stats(Path(f"{prefix}_stats.csv"))[endpoint]
-    option = ENDPOINTS[endpoint][1]
+    t0, t1 = load_window(Path(f"{prefix}_stats_history.csv"))
+    option, model = ENDPOINTS[endpoint][1], ENDPOINTS[endpoint][2]
     items = getattr(args, option) if option else 1
-    checked = checked_count(prefix, endpoint)
+    ceiling = ceilings.get((device, backend, model))
     row = {
-        "server": name, "device": device, "backend": backend, "endpoint": endpoint, "users": users, **stats,
+        **combo, "workers": server.workers, "endpoint": endpoint, "users": users, **stats,
         "items_per_request": items, "items_per_s": stats["rps"] * items,
-        "mean_batch": mean_batch(before, after, endpoint), "server_cpu_pct": 100 * cpu / args.duration,
-        "locust_cpu_pct": 100 * locust_cpu / args.duration,
+        "offline_pct": 100 * stats["rps"] * items / ceiling if ceiling else float("nan"),
+        "mean_batch": mean_batch(before, after, endpoint),
         # responses the locustfile checked; Locust's CSV is written just before the last in-flight
         # requests finish, so it can count a few fewer than were checked
-        "checked": checked, **rss,
+        "checked": checked_count(prefix, endpoint), "load_seconds": t1 - t0, **sampler.summary(t0, t1),
     }  # fmt: skip
     logger.info(
-        "%s %s/%s %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d, "
-        "workers %.0f MiB (%+.1f %%)",
-        name, device, backend, endpoint, users, row["rps"], row["p50_ms"], row["p99_ms"], row["max_ms"],
-        row["failures"], row["rss_mb"], row["rss_growth_pct"],
+        "%s %s/%s w%d %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d; CPU server "
+        "%.0f %% generator %.0f %%; GPU %.0f %%; workers %.0f MiB (%+.1f %%)",
+        name, device, backend, server.workers, endpoint, users, row["rps"], row["p50_ms"], row["p99_ms"],
+        row["max_ms"], row["failures"], row["server_cpu_pct"], row["generator_cpu_pct"], row["gpu_util_pct"],
+        row["rss_mb"], row["rss_growth_pct"],
     )  # fmt: skip
     return row
+
+
+def header(args, argv: list[str] | None, problems: list[str]) -> str:
+    gpus, why = nvidia_gpus()
+    return "\n".join([
+        "# Load test report", "",
+        f"Command: `python -m loadtests.run {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Machine: {available_cpus()} CPUs usable ({psutil.cpu_count()} in the host), "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, GPU: {', '.join(gpus) or 'none (' + why + ')'}; "
+        f"the CPUs are shared by Locust and the server (CPU columns: 100 = one core, "
+        f"{100 * available_cpus()} = all). {args.duration} s per run; {args.housing_rows} row(s) per housing "
+        f"request, {args.mnist_images} image(s) per /classify_digits request; Locust processes: "
+        f"{args.processes}.",
+        *[f"- {s}" for s in problems], "",
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    try:
+        require_datasets(args.data_dir)
+    except DatasetMissingError as exc:
+        raise SystemExit(f"error: the request bodies come from the test splits: {exc}") from None
     out = args.out or Path("reports") / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
-    for device in args.devices:
-        if device == "cuda" and not cuda_available():
-            skipped.append("cuda: skipped, no GPU on this machine (torch.cuda.is_available() is False)")
-            logger.warning(skipped[-1])
+    ceilings = offline_ceilings(args.offline)
+    results: list[dict] = []
+    problems: list[str] = []
+    report = out / "report.md"
+
+    def save() -> None:
+        write_report(results, out, header(args, argv, problems))
+
+    for device, name, backend, workers in itertools.product(
+        args.devices, args.servers, args.backends, args.workers
+    ):
+        label = f"{name}/{device}/{backend}" + (f"/workers={workers}" if workers else "")
+        endpoints = args.endpoints
+        if name == "stock":
+            if backend != "onnx" or device != "cpu":
+                problems.append(f"{label}: skipped, the stock baseline is ONNX on CPU")
+                continue
+            endpoints = [e for e in endpoints if e in STOCK_ENDPOINTS]
+        env = {"MODEL_BACKEND": backend, "MODEL_DEVICE": device, "DATA_DIR": str(args.data_dir)}
+        if workers:
+            env["WORKERS"] = str(workers)
+        try:
+            server = Server(env, target=SERVERS[name])
+        except RuntimeError as exc:
+            problems.append(f"{label}: failed to start: {generator_error(str(exc))}")
+            logger.error(problems[-1])
+            save()
             continue
-        for name in args.servers:
-            for backend in args.backends:
-                endpoints = args.endpoints
-                if name == "stock":
-                    if backend != "onnx" or device != "cpu":
-                        skipped.append(
-                            f"stock/{device}/{backend}: skipped, the stock baseline is ONNX on CPU"
-                        )
-                        continue
-                    endpoints = [e for e in endpoints if e in STOCK_ENDPOINTS]
-                env = {"MODEL_BACKEND": backend, "MODEL_DEVICE": device}
-                with Server(env, target=SERVERS[name]) as server:
-                    logger.info("serving %s %s/%s at %s", name, device, backend, server.url)
-                    for endpoint in endpoints:
-                        for users in args.users:
-                            results.append(measure(server, name, device, backend, endpoint, users, args, out))
-    header = "\n".join([
-        "# Load test report", "",
-        f"Command: `python -m loadtests.run {' '.join(argv if argv is not None else sys.argv[1:])}`",
-        f"Machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"shared by Locust and the server. {args.duration} s per run; {args.housing_rows} row(s) per "
-        f"housing request, "
-        f"{args.mnist_images} image(s) per /classify_digits request; Locust processes: {args.processes}.",
-        *[f"- {s}" for s in skipped], "",
-    ])  # fmt: skip
-    report = write_report(results, out, header)
+        with server:
+            logger.info("serving %s (%d workers) at %s", label, server.workers, server.url)
+            for endpoint in endpoints:
+                for users in args.users:
+                    try:
+                        combo = {"server": name, "device": device, "backend": backend}
+                        results.append(measure(server, combo, endpoint, users, args, out, ceilings))
+                    except GeneratorError as exc:
+                        problems.append(f"{label} {endpoint} users={users}: load generator failed: {exc}")
+                        logger.error(problems[-1])
+                    save()
+    save()
     print(f"report: {report}")
     return report
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -32,6 +33,8 @@ class Server:
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.worker_pids: set[int] = set()  # workers seen answering /status while waiting for ready
+        self.workers = 1  # the server's worker count, from /status once ready (the stock baseline: 1)
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [
@@ -75,19 +78,24 @@ class Server:
 
     def _all_workers_up(self) -> bool:
         """/readyz answers from any ready worker; with several workers, also see every one of them answer
-        /status on a fresh connection (so that a load test does not start while one is still loading).
+        /status (so that a load test does not start while one is still loading). Each call opens a
+        batch of fresh connections at once (the kernel spreads them over the workers' SO_REUSEPORT
+        sockets) and the PIDs seen add up across calls, so 16 workers are found as surely as 2.
         Servers without /status (the stock baseline) have one worker."""
-        pids, expected = set(), 1
-        for _ in range(20):
-            r = requests.get(f"{self.url}/status", headers={"Connection": "close"}, timeout=5)
-            if r.status_code == 404:
-                return True
-            status = r.json()
-            expected = status["workers"]
-            pids.add(status["worker"]["pid"])
-            if len(pids) >= expected:
-                return True
-        return False
+
+        def status() -> requests.Response:
+            return requests.get(f"{self.url}/status", headers={"Connection": "close"}, timeout=5)
+
+        first = status()
+        if first.status_code == 404:
+            return True
+        expected = self.workers = first.json()["workers"]
+        self.worker_pids.add(first.json()["worker"]["pid"])
+        with ThreadPoolExecutor(min(32, 2 * expected)) as pool:
+            for r in pool.map(lambda _: status(), range(2 * expected)):
+                if r.status_code == 200:
+                    self.worker_pids.add(r.json()["worker"]["pid"])
+        return len(self.worker_pids) >= expected
 
     def __enter__(self) -> Server:
         return self

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from loadtests.payloads import json_bodies
-from loadtests.run import MemorySampler
+from loadtests.sampling import ResourceSampler
 from loadtests.server import SERVERS, Server
 
 CASES = {  # name -> (endpoint, items per request)
@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=SERVERS[name]) as server:
                 for case in args.cases.split(","):
                     time.sleep(args.pause)  # let the previous case's queued requests drain
-                    memory = MemorySampler(server.proc.pid)
+                    memory = ResourceSampler(server.proc.pid)
                     memory.start()
                     row = {"server": name, **run_case(server.url, case, args, Path(scripts))}
-                    row.update(memory.stop())
+                    memory.stop()
+                    summary = memory.summary()
+                    row.update({k: summary[k] for k in ("rss_mb", "rss_growth_pct", "rss_peak_mb")})
                     results.append(row)
                     print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
                           f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "

@@ -1,8 +1,18 @@
-"""Device selection shared by training and the service: `auto`, `cpu` or `cuda`, never a silent fallback."""
+"""Devices and CPUs, shared by training, the service and the load tests.
+
+- `resolve_device`: `auto`, `cpu` or `cuda` for torch, never a silent fallback from `cuda`.
+- `nvidia_gpus`: the NVIDIA GPUs this process may use, found through NVML (nvidia-ml-py) without
+  importing torch, so that the ONNX service path can decide `auto` for ~nothing.
+- `onnx_cuda_provider`: whether ONNX Runtime can run on the GPU (onnxruntime-gpu).
+- `available_cpus`: the CPUs this process may use (affinity mask and cgroup CPU quota), not the host's.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,6 +21,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+CUDA_PROVIDER = "CUDAExecutionProvider"  # ONNX Runtime's, in onnxruntime-gpu
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -34,3 +46,117 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         logger.info("using GPU %s", torch.cuda.get_device_name(device))
     return device
+
+
+def full_precision_cuda() -> None:
+    """FP32 on the GPU as on the CPU: no TF32 in cuDNN convolutions (PyTorch's default allows it) or
+    matmuls, so GPU outputs stay within the parity tolerance of eager CPU and MNIST labels served on
+    the GPU equal the stored ones. These models are far too small for TF32 to matter for speed."""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def nvidia_gpus() -> tuple[list[str], str]:
+    """(names of the NVIDIA GPUs this process may use, why there are none when the list is empty).
+    Reads NVML (the driver's library, as nvidia-smi does); honours CUDA_VISIBLE_DEVICES="" / "-1"."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return [], f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return [], "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:  # no driver (libnvidia-ml.so.1 not found) or no device
+        return [], f"no NVIDIA driver (NVML: {exc})"
+    try:
+        names = [
+            pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            for i in range(pynvml.nvmlDeviceGetCount())
+        ]
+    finally:
+        pynvml.nvmlShutdown()
+    names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    if visible:  # a list of indices (UUIDs count as one each): keep that many
+        names = names[: len([v for v in visible.split(",") if v.strip()])]
+    return names, "" if names else "NVML found no GPU"
+
+
+def onnx_cuda_provider() -> tuple[bool, str]:
+    """Whether ONNX Runtime has its CUDA provider (onnxruntime-gpu), after loading the CUDA/cuDNN
+    libraries that torch's wheels bring (onnxruntime.preload_dlls, ORT >= 1.21)."""
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if CUDA_PROVIDER not in providers:
+        return False, (
+            f"ONNX Runtime {ort.__version__} has no {CUDA_PROVIDER} (providers: {providers}; "
+            "install onnxruntime-gpu: `make setup-gpu`)"
+        )
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    return True, ""
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs granted by the tightest cgroup CPU quota on this process's cgroup path (v2 `cpu.max`, v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`), e.g. 2.0 for `docker run --cpus 2`; None without one."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: one unified hierarchy, quota in cpu.max as "QUOTA PERIOD"
+            base, read = root, _v2_quota
+        elif "cpu" in controllers.split(","):  # cgroup v1: the cpu controller's own hierarchy
+            base = next(
+                (root / d for d in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / d).is_dir()), None
+            )
+            if base is None:
+                continue
+            read = _v1_quota
+        else:
+            continue
+        # From the process's cgroup up to the root of the mount (inside a container the path is
+        # usually "/", and the container's own quota sits at the root).
+        parts = [p for p in path.strip("/").split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            quota = read(base.joinpath(*parts[:depth]))
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask (taskset, cpusets), capped by a cgroup CPU quota
+    rounded down (a 2-CPU container on a 64-core host gets 2, not 64); at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, math.floor(quota))
+    return max(1, cpus)

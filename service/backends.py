@@ -1,7 +1,8 @@
 """Inference backends behind one small interface: ONNX Runtime or TorchScript, on CPU or CUDA.
 
 Each backend takes the model's raw float32 input (batch first) and returns its raw output.
-Device choice is explicit: `cuda` that cannot be honoured raises DeviceUnavailableError.
+The device is already resolved (service.placement): `cpu` or `cuda`; a CUDA session that did not get
+the GPU raises DeviceUnavailableError.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from typing import Protocol
 
 import numpy as np
 
-from models.device import DeviceUnavailableError
+from models.device import CUDA_PROVIDER, DeviceUnavailableError, full_precision_cuda
 from models.jit import torchscript_allowed
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
@@ -78,6 +78,8 @@ class TorchScriptBackend:
         # again in __call__ for BentoML's inference thread, which otherwise runs with one thread per
         # core in every worker (measured: 677 -> 3,140 single-row req/s, 2 workers, p99 71 -> 18 ms).
         torch.set_num_threads(threads)
+        if device == "cuda":
+            full_precision_cuda()
         self.torch = torch
         self.torch_device = torch.device(device)
         with torchscript_allowed():
@@ -103,32 +105,12 @@ class TorchScriptBackend:
         return info
 
 
-def resolve_backend_device(kind: str, requested: str) -> str:
-    """`cpu` or `cuda` for this backend; `auto` picks CUDA only when the backend can use it."""
-    if kind == "torchscript":
-        from models.device import resolve_device
-
-        return resolve_device(requested).type
-    import onnxruntime as ort
-
-    # torch is not imported on the ONNX path (it would add ~400 MB to every worker). With the CUDA
-    # provider built in (onnxruntime-gpu), `auto` asks for it and OnnxBackend refuses a session that
-    # did not get a GPU: set MODEL_DEVICE=cpu there. Never a silent fallback.
-    has_provider = CUDA_PROVIDER in ort.get_available_providers()
-    if requested == "cuda" and not has_provider:
-        raise DeviceUnavailableError(
-            "MODEL_DEVICE=cuda with MODEL_BACKEND=onnx needs a GPU and onnxruntime-gpu "
-            f"(ONNX Runtime providers here: {ort.get_available_providers()}); "
-            "use MODEL_DEVICE=cpu or auto on this machine"
-        )
-    return "cuda" if has_provider and requested in ("cuda", "auto") else "cpu"
-
-
 BACKENDS = {"onnx": (OnnxBackend, ONNX_FILE), "torchscript": (TorchScriptBackend, TORCHSCRIPT_FILE)}
 
 
 def load_backend(kind: str, model_dir: Path, spec: ModelSpec, device: str, threads: int) -> Backend:
+    """The model file of backend `kind` in `model_dir`, loaded on `device` (`cpu` or `cuda`)."""
     cls, filename = BACKENDS[kind]
-    backend = cls(Path(model_dir) / filename, spec, resolve_backend_device(kind, device), threads)
+    backend = cls(Path(model_dir) / filename, spec, device, threads)
     logger.info("loaded %s: %s", spec.name, backend.describe())
     return backend

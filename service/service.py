@@ -28,6 +28,7 @@ from models.specs import HOUSING, MNIST, ModelSpec
 from service import patches
 from service.images import Invert
 from service.limits import BodySizeLimit
+from service.placement import resolve
 from service.schemas import DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
 
@@ -89,12 +90,12 @@ def preflight() -> None:
     from bentoml._internal.context import server_context
 
     from models.device import DeviceUnavailableError
-    from service.backends import resolve_backend_device
 
     try:
         for ref, spec in MODELS:
             stored_model(ref, spec)
-        resolve_backend_device(settings.model_backend, settings.model_device)
+        placement = resolve(settings.model_backend, settings.model_device)
+        logger.info("%s; %d worker(s)", placement.reason, settings.worker_count())
         if server_context.worker_index is None:
             for ref, spec in MODELS:
                 warm_up(load_model(ref, spec, settings), (1, 2))
@@ -107,16 +108,17 @@ def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceS
     from service.backends import BACKENDS, load_backend
 
     stored = stored_model(ref, spec)
+    placement = resolve(config.model_backend, config.model_device)
     try:
         backend = load_backend(
-            config.model_backend, Path(stored.path), spec, config.model_device, config.threads_per_worker()
+            placement.backend, Path(stored.path), spec, placement.device, config.threads_per_worker()
         )
     except DeviceUnavailableError:
         raise
     except Exception as exc:  # whatever the runtime raises for a bad file: name the file and the fix
-        filename = BACKENDS[config.model_backend][1]
+        filename = BACKENDS[placement.backend][1]
         raise ModelLoadError(
-            f"{stored.tag}: {filename} could not be loaded by {config.model_backend} "
+            f"{stored.tag}: {filename} could not be loaded by {placement.backend} "
             f"({type(exc).__name__}: {first_line(exc)}); re-export it with `{spec.train_command}`"
         ) from exc
     return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
@@ -171,7 +173,11 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 
 @bentoml.service(
     name="model_serving",
-    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
+    # BentoML divides traffic.max_concurrency by the worker count; MAX_CONCURRENCY is per worker.
+    traffic={
+        "timeout": settings.request_timeout_s,
+        "max_concurrency": settings.max_concurrency * settings.worker_count(),
+    },
     workers=settings.worker_count(),
     http={"host": "127.0.0.1", "port": 3000},
     logging={"access": {"enabled": settings.access_log}},
@@ -205,6 +211,7 @@ class ModelService:
             "ready": self.ready,
             "worker": {"index": server_context.worker_index, "pid": os.getpid()},
             "workers": settings.worker_count(),
+            "placement": resolve(settings.model_backend, settings.model_device).as_dict(),
             "settings": settings.model_dump(),
             "models": {m.spec.name: m.status() for m in (self.housing, self.mnist)},
         }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.device import available_cpus
 
 
 class ServiceSettings(BaseSettings):
@@ -15,15 +16,17 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
 
-    # Which exported graph runs the model, and where. `auto` = CUDA when a GPU is usable, else CPU;
-    # `cuda` without a GPU is a start-up error, never a silent fallback.
-    model_backend: Literal["onnx", "torchscript"] = "onnx"
+    # Which exported graph runs the model, and where (service/placement.py). `auto`: torchscript on a
+    # usable GPU, ONNX Runtime on CPU elsewhere; `cuda` that cannot be had is a start-up error, never a
+    # silent fallback. GET /status says what was chosen and why.
+    model_backend: Literal["auto", "onnx", "torchscript"] = "auto"
     model_device: Literal["auto", "cpu", "cuda"] = "auto"
     housing_model: str = "housing_mlp:latest"
     mnist_model: str = "mnist_cnn:latest"
-    # BentoML worker processes (0 = one per core), and the intra-op threads of each model session
-    # (ONNX Runtime) / torch.set_num_threads (TorchScript) in each worker; 0 = the machine's cores /
-    # workers, so the workers together never oversubscribe the cores. One worker's event loop tops
+    # BentoML worker processes (0 = one per CPU this process may use: affinity mask and cgroup quota,
+    # not the host's core count), and the intra-op threads of each model session (ONNX Runtime) /
+    # torch.set_num_threads (TorchScript) in each worker; 0 = those CPUs / workers, so the workers
+    # together never oversubscribe them. One worker's event loop tops
     # out at ~2,700 single-row requests/s here; two (with SO_REUSEPORT, service/patches.py) ~4,500.
     workers: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0)
@@ -57,10 +60,10 @@ class ServiceSettings(BaseSettings):
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
 
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or available_cpus()
 
     def threads_per_worker(self) -> int:
-        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.worker_count())
+        return self.intra_op_threads or max(1, available_cpus() // self.worker_count())
 
 
 @lru_cache(maxsize=1)

@@ -38,6 +38,15 @@ def _missing(name: str, data_dir: Path, expected: str, reason: str) -> DatasetMi
     )
 
 
+def require_datasets(data_dir: Path) -> None:
+    """DatasetMissingError unless both datasets are in `data_dir` as the offline loaders read them
+    (a cheap check for tools that only read the test splits, before they start anything)."""
+    if not (data_dir / "cal_housing_py3.pkz").is_file():
+        raise _missing("California Housing", data_dir, "cal_housing_py3.pkz", "it is needed here")
+    if not (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        raise _missing("MNIST", data_dir, "MNIST/raw/*-ubyte", "it is needed here")
+
+
 @dataclass
 class Split:
     x: np.ndarray

@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,41 @@ def export(model: nn.Module, spec: ModelSpec, example: np.ndarray, out_dir: Path
     return files
 
 
+def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Every exported graph on every device this machine has: TorchScript and ONNX Runtime on the CPU,
+    TorchScript on the GPU when torch sees one, ONNX Runtime's CUDA provider when onnxruntime-gpu is
+    installed and a GPU is present (the serving devices of service.placement)."""
+    import onnxruntime as ort
+
+    from models.device import CUDA_PROVIDER, full_precision_cuda, nvidia_gpus, onnx_cuda_provider
+
+    def torchscript_on(device: str):
+        with torchscript_allowed():
+            module = torch.jit.load(str(files.torchscript), map_location=device).eval()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x).to(device)).cpu().numpy()
+
+        return run
+
+    def onnx_on(providers: list[str]):
+        session = ort.InferenceSession(str(files.onnx), providers=providers)
+        if session.get_providers()[0] != providers[0]:
+            raise ParityError(
+                f"{spec.name}: ONNX Runtime did not get {providers[0]}: {session.get_providers()}"
+            )
+        return lambda x: session.run([spec.output_name], {spec.input_name: x})[0]
+
+    out = {"torchscript": torchscript_on("cpu"), "onnx": onnx_on(["CPUExecutionProvider"])}
+    if torch.cuda.is_available():
+        full_precision_cuda()
+        out["torchscript_cuda"] = torchscript_on("cuda")
+        if nvidia_gpus()[0] and onnx_cuda_provider()[0]:
+            out["onnx_cuda"] = onnx_on([CUDA_PROVIDER])
+    return out
+
+
 def check_parity(
     model: nn.Module,
     spec: ModelSpec,
@@ -77,26 +113,21 @@ def check_parity(
     atol: float = PARITY_ATOL,
     rtol: float = PARITY_RTOL,
 ) -> dict:
-    """Compare TorchScript and ONNX Runtime with eager PyTorch (CPU) on `inputs[:b]` for each batch
-    size b. Returns the max absolute errors; raises ParityError when any exceeds atol + rtol*|eager|."""
-    import onnxruntime as ort
-
+    """Compare every exported graph on every device (`runners`) with eager PyTorch on the CPU on
+    `inputs[:b]` for each batch size b, with the same tolerance everywhere (GPUs run full FP32, no
+    TF32). Returns the max absolute errors; raises ParityError when any exceeds atol + rtol*|eager|."""
     if len(inputs) < max(batch_sizes):
         raise ValueError(f"parity needs at least {max(batch_sizes)} inputs, got {len(inputs)}")
     model = model.eval().cpu()
-    with torchscript_allowed():
-        scripted = torch.jit.load(str(files.torchscript), map_location="cpu").eval()
-    session = ort.InferenceSession(str(files.onnx), providers=["CPUExecutionProvider"])
-    errors: dict[str, dict[str, float]] = {"torchscript": {}, "onnx": {}}
+    graphs = runners(spec, files)
+    errors: dict[str, dict[str, float]] = {name: {} for name in graphs}
     failures = []
     for b in batch_sizes:
         x_np = np.ascontiguousarray(inputs[:b], dtype=np.float32)
-        x = torch.from_numpy(x_np)
         with torch.inference_mode():
-            expected = model(x).numpy()
-            outputs = {"torchscript": scripted(x).numpy()}
-        outputs["onnx"] = session.run([spec.output_name], {spec.input_name: x_np})[0]
-        for backend, got in outputs.items():
+            expected = model(torch.from_numpy(x_np)).numpy()
+        for backend, run in graphs.items():
+            got = run(x_np)
             if got.shape != expected.shape:
                 failures.append(f"{backend} batch {b}: shape {got.shape} != eager {expected.shape}")
                 continue

@@ -4,7 +4,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
+from loadtests.report import batch_histogram, load_window, locust_stats, mean_batch, write_report
 
 LOCUST_HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
@@ -49,19 +49,41 @@ def test_mean_batch_from_two_metrics_scrapes():
 
 
 def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
+    nan = float("nan")
     rows = [
-        {"server": "ours", "device": "cpu", "backend": b, "endpoint": e, "users": u, "rps": 100.0 * u,
-         "items_per_s": 100.0 * u,
+        {"server": "ours", "device": "cpu", "backend": b, "workers": 2, "endpoint": e, "users": u,
+         "rps": 100.0 * u, "items_per_s": 100.0 * u, "offline_pct": 10.0 * u,
          "p50_ms": 2.0 * u, "p95_ms": 3.0 * u, "p99_ms": 4.0 * u, "max_ms": 9.0 * u, "failures": 0,
-         "mean_batch": float("nan") if e == "classify_digit_image" else 1.5, "server_cpu_pct": 80.0,
-         "locust_cpu_pct": 55.0, "checked": 10, "rss_mb": 512.4, "rss_growth_pct": 1.25}
+         "mean_batch": nan if e == "classify_digit_image" else 1.5, "server_cpu_pct": 80.0,
+         "generator_cpu_pct": 55.0, "gpu_util_pct": nan, "gpu_mem_mb": nan, "checked": 10, "rss_mb": 512.4,
+         "rss_growth_pct": 1.25}
         for b in ("onnx", "torchscript") for e in ("predict_housing", "classify_digit_image") for u in (1, 8)
     ]  # fmt: skip
     report = write_report(rows, tmp_path, "# Load test report\n").read_text()
-    assert report.count("| server | device | backend | users |") == 2
-    row = "| ours | cpu | torchscript | 8 | 800 | 800 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 55 | 10 "
-    row += "| 512 | +1.2 |"
+    assert report.count("| server | device | backend | workers | users |") == 2
+    row = "| ours | cpu | torchscript | 2 | 8 | 800 | 800 | 80 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 55 "
+    row += "| - | - | 10 | 512 | +1.2 |"
     assert row in report
     for endpoint in ("predict_housing", "classify_digit_image"):
         assert (tmp_path / f"{endpoint}.png").stat().st_size > 10_000
     assert (tmp_path / "results.json").exists()
+
+
+HISTORY_HEADER = (
+    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,Total Request Count,Total Failure Count"
+)
+
+
+def test_load_window_is_the_span_with_requests_under_way(tmp_path):
+    path = tmp_path / "run_stats_history.csv"
+    path.write_text(
+        HISTORY_HEADER + "\n"
+        "1000,0,,Aggregated,0,0,0,0,0\n"  # Locust started, no user yet
+        "1001,4,,Aggregated,0,0,0,0,0\n"
+        "1002,4,,Aggregated,90,0,2,95,0\n"
+        "1003,4,,Aggregated,99,0,2,190,0\n"
+        "1012,4,,Aggregated,99,0,2,1090,0\n"
+        "1013,0,,Aggregated,0,0,2,1090,0\n"  # stopping: no new request counted
+        "1014,0,,Aggregated,0,0,2,1090,0\n"
+    )
+    assert load_window(path) == (1001.0, 1012.0)

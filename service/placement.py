@@ -1,0 +1,100 @@
+"""Which backend runs the models, on which device, and why: resolved once per process from
+MODEL_BACKEND / MODEL_DEVICE and reported by GET /status.
+
+| MODEL_BACKEND | MODEL_DEVICE | result |
+|---|---|---|
+| auto (default) | auto (default) | a usable GPU: torchscript on cuda (inference_mode); else onnx on cpu |
+| auto | cpu / cuda | onnx on cpu / torchscript on cuda |
+| onnx | auto | cuda when onnxruntime-gpu's CUDA provider and a GPU are both there, else cpu |
+| torchscript | auto | cuda when torch sees a GPU, else cpu |
+| any | cuda | cuda, or a start-up error (DeviceUnavailableError) naming what is missing |
+
+`auto` is a choice made in the open (the reason is in /status and the log); an explicit `cuda` that
+cannot be honoured is an error, never a silent fallback. The ONNX path decides without importing torch:
+GPUs are found through NVML (models.device.nvidia_gpus).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import cache
+
+from models.device import DeviceUnavailableError, nvidia_gpus, onnx_cuda_provider
+
+logger = logging.getLogger(__name__)
+
+# What `auto` picks on each device (BENCHMARKS.md: ONNX Runtime is the faster of the two on CPU; on a
+# GPU the torch backend runs the model under torch.inference_mode without onnxruntime-gpu).
+AUTO_BACKEND = {"cpu": "onnx", "cuda": "torchscript"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    backend: str  # onnx | torchscript
+    device: str  # cpu | cuda
+    reason: str
+    gpu: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def torch_cuda() -> tuple[str | None, str]:
+    """(name of the GPU torch would use, or None; why not)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0), ""
+    return None, f"torch {torch.__version__} (CUDA build {torch.version.cuda}) cannot use it"
+
+
+def choose(backend: str, device: str) -> Placement:
+    """Resolve MODEL_BACKEND / MODEL_DEVICE; raises DeviceUnavailableError for a `cuda` that cannot be had."""
+    if backend == "auto":
+        if device == "cpu":
+            return Placement(AUTO_BACKEND["cpu"], "cpu", "auto: MODEL_DEVICE=cpu -> onnx on cpu")
+        gpus, why_none = nvidia_gpus()
+        if device == "auto" and not gpus:
+            return Placement(AUTO_BACKEND["cpu"], "cpu", f"auto: no GPU ({why_none}) -> onnx on cpu")
+        gpu, why_not = torch_cuda()
+        if gpu is None:
+            if device == "cuda":
+                raise DeviceUnavailableError(f"MODEL_DEVICE=cuda: {why_not}; use MODEL_DEVICE=cpu or auto")
+            return Placement("onnx", "cpu", f"auto: {gpus[0]} present but {why_not} -> onnx on cpu")
+        return Placement(AUTO_BACKEND["cuda"], "cuda", f"auto: {gpu} present -> torchscript on cuda", gpu)
+    if backend == "torchscript":
+        if device == "cpu":
+            return Placement(backend, "cpu", "MODEL_BACKEND=torchscript, MODEL_DEVICE=cpu")
+        gpu, why_not = torch_cuda()
+        if gpu is None:
+            if device == "cuda":
+                raise DeviceUnavailableError(
+                    f"MODEL_DEVICE=cuda with MODEL_BACKEND=torchscript: {why_not}; "
+                    "use MODEL_DEVICE=cpu or auto"
+                )
+            return Placement(backend, "cpu", f"torchscript, MODEL_DEVICE=auto: {why_not} -> cpu")
+        return Placement(backend, "cuda", f"torchscript, MODEL_DEVICE={device}: {gpu} -> cuda", gpu)
+    if backend == "onnx":
+        if device == "cpu":
+            return Placement(backend, "cpu", "MODEL_BACKEND=onnx, MODEL_DEVICE=cpu")
+        gpus, why_none = nvidia_gpus()
+        has_provider, why_no_provider = onnx_cuda_provider() if gpus or device == "cuda" else (False, "")
+        if gpus and has_provider:
+            return Placement(backend, "cuda", f"onnx, MODEL_DEVICE={device}: {gpus[0]} -> cuda", gpus[0])
+        missing = why_none if not gpus else why_no_provider
+        if device == "cuda":
+            raise DeviceUnavailableError(
+                f"MODEL_DEVICE=cuda with MODEL_BACKEND=onnx needs a GPU and onnxruntime-gpu: {missing}; "
+                "use MODEL_DEVICE=cpu or auto on this machine"
+            )
+        return Placement(backend, "cpu", f"onnx, MODEL_DEVICE=auto: {missing} -> cpu")
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+@cache
+def resolve(backend: str, device: str) -> Placement:
+    """`choose`, once per process (every worker resolves the same settings the same way)."""
+    placement = choose(backend, device)
+    logger.info("placement: %s", placement.reason)
+    return placement

@@ -1,0 +1,128 @@
+"""Where the models run (service/placement.py) and how many workers start (models.device): the real
+functions, on this machine, with the GPUs hidden through CUDA_VISIBLE_DEVICES where a test needs none
+(so they pass on a GPU machine too), and CPU limits set with the kernel's own affinity mask."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loadtests.server import REPO
+from models.device import DeviceUnavailableError, available_cpus, cgroup_cpu_quota
+from service.placement import choose
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_auto_without_a_gpu_is_onnx_on_cpu_and_says_why(no_gpu):
+    p = choose("auto", "auto")
+    assert (p.backend, p.device, p.gpu) == ("onnx", "cpu", None)
+    assert p.reason == "auto: no GPU (CUDA_VISIBLE_DEVICES='' hides every GPU) -> onnx on cpu"
+
+
+def test_auto_on_cpu_is_onnx():
+    p = choose("auto", "cpu")
+    assert (p.backend, p.device) == ("onnx", "cpu") and "MODEL_DEVICE=cpu" in p.reason
+
+
+def test_explicit_backends_on_cpu():
+    assert (choose("onnx", "cpu").backend, choose("onnx", "cpu").device) == ("onnx", "cpu")
+    assert (choose("torchscript", "cpu").backend, choose("torchscript", "cpu").device) == (
+        "torchscript",
+        "cpu",
+    )
+
+
+def test_onnx_auto_without_a_gpu_stays_on_cpu_and_says_why(no_gpu):
+    p = choose("onnx", "auto")
+    assert p.device == "cpu" and "hides every GPU" in p.reason
+
+
+@pytest.mark.parametrize("backend", ["auto", "onnx"])
+def test_cuda_that_cannot_be_had_is_an_error_not_a_fallback(no_gpu, backend):
+    with pytest.raises(DeviceUnavailableError, match="MODEL_DEVICE=cuda"):
+        choose(backend, "cuda")
+
+
+def _in_subprocess(code: str, env: dict | None = None, cpus: set[int] | None = None) -> str:
+    """Run code in a fresh interpreter (torch reads CUDA_VISIBLE_DEVICES once per process), optionally
+    pinned to `cpus` with the kernel's affinity mask (as `taskset` does)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    ).stdout.strip()
+
+
+def test_torchscript_cuda_without_a_gpu_is_an_error():
+    code = (
+        "from service.placement import choose\n"
+        "try:\n    choose('torchscript', 'cuda')\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    )
+    out = _in_subprocess(code, {"CUDA_VISIBLE_DEVICES": ""})
+    assert out.startswith("DeviceUnavailableError MODEL_DEVICE=cuda with MODEL_BACKEND=torchscript"), out
+
+
+def test_worker_count_follows_the_cpu_affinity_mask():
+    """WORKERS=0 means one worker per CPU this process may use: pinned to one CPU, one worker with one
+    intra-op thread, whatever the host has."""
+    code = "from service.settings import ServiceSettings as S; s = S(); print(s.worker_count(), s.threads_per_worker())"  # noqa: E501
+    first = min(os.sched_getaffinity(0))
+    assert _in_subprocess(code, {"WORKERS": "0", "INTRA_OP_THREADS": "0"}, cpus={first}) == "1 1"
+    full = available_cpus()
+    assert _in_subprocess(code, {"WORKERS": "0", "INTRA_OP_THREADS": "0"}) == f"{full} 1"
+
+
+def _cgroup(tmp_path, proc_line: str, files: dict[str, str]):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(proc_line + "\n")
+    for rel, text in files.items():
+        path = tmp_path / "cgroup" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path / "cgroup", proc
+
+
+def test_cgroup_v2_quota_of_a_container(tmp_path):
+    """`docker run --cpus 2` writes "200000 100000" to the container's cpu.max (v2)."""
+    root, proc = _cgroup(tmp_path, "0::/", {"cpu.max": "200000 100000\n"})
+    assert cgroup_cpu_quota(root, proc) == 2.0
+
+
+def test_cgroup_v2_tightest_quota_on_the_path_wins(tmp_path):
+    root, proc = _cgroup(
+        tmp_path,
+        "0::/kubepods/pod1/ctr",
+        {
+            "cpu.max": "max 100000\n",
+            "kubepods/cpu.max": "800000 100000\n",
+            "kubepods/pod1/ctr/cpu.max": "150000 100000\n",
+        },
+    )
+    assert cgroup_cpu_quota(root, proc) == 1.5
+
+
+def test_cgroup_v1_quota_and_no_quota(tmp_path):
+    root, proc = _cgroup(
+        tmp_path,
+        "4:cpu,cpuacct:/docker/abc",
+        {
+            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
+            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+        },
+    )
+    assert cgroup_cpu_quota(root, proc) == 3.0
+    root, proc = _cgroup(tmp_path / "none", "0::/", {"cpu.max": "max 100000\n"})
+    assert cgroup_cpu_quota(root, proc) is None
