@@ -1,16 +1,23 @@
 # One entry point for newcomers and CI. Everything installs into .venv from pyproject.toml.
 #   make main DATA_DIR=../shared/datasets   set up, train the models the store lacks, serve them
 #   make test DATA_DIR=../shared/datasets   the test suite (what .ci/run runs)
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The Python that runs everything: the venv's by default (`make setup` creates it). An environment
+# that already has torch and the other dependencies (a GPU image) can run from the source checkout
+# with `make <target> PY=python3`: then nothing is installed.
+PY ?= $(BIN)/python
+SETUP := $(if $(filter $(BIN)/python,$(PY)),setup,)
 DATA_DIR ?= data
 export DATA_DIR
 export BENTOML_DO_NOT_TRACK := true
 PORT ?= 3000
 URL := http://127.0.0.1:$(PORT)
 
-.PHONY: help setup train train-housing train-mnist models serve build loadtest main test lint clean
+.PHONY: help setup setup-gpu train train-housing train-mnist models serve build loadtest main test test-gpu \
+	gpu-check gpu-train gpu-test gpu-sweep gpu-report lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,46 +25,87 @@ help:  ## list the targets
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv and install the project with its dev tools
 
-train-housing: setup  ## train, export and register housing_mlp
-	$(BIN)/python -m training.housing
+# onnxruntime-gpu and onnxruntime install the same `onnxruntime` package: remove the CPU wheel, then
+# (re)install the GPU one. It uses the CUDA/cuDNN libraries of torch's nvidia-* wheels.
+setup-gpu: setup  ## add ONNX Runtime's CUDA provider (onnxruntime-gpu) to .venv, for MODEL_BACKEND=onnx on a GPU
+	$(BIN)/pip uninstall --yes onnxruntime
+	$(BIN)/pip install -c constraints.txt --force-reinstall --no-deps 'onnxruntime-gpu>=1.20'
+	$(BIN)/python -c "import onnxruntime as o; print('ONNX Runtime', o.__version__, o.get_available_providers())"
 
-train-mnist: setup  ## train, export and register mnist_cnn
-	$(BIN)/python -m training.mnist
+train-housing: $(SETUP)  ## train, export and register housing_mlp
+	$(PY) -m training.housing
+
+train-mnist: $(SETUP)  ## train, export and register mnist_cnn
+	$(PY) -m training.mnist
 
 train: train-housing train-mnist  ## train, export and register both models
 
-models: setup  ## train + register only the models missing from the store (RETRAIN=1: both, always)
-	@if [ -n "$(RETRAIN)" ] || ! $(BIN)/bentoml models get housing_mlp:latest >/dev/null 2>&1; then \
+models: $(SETUP)  ## train + register only the models missing from the store (RETRAIN=1: both, always)
+	@if [ -n "$(RETRAIN)" ] || ! $(PY) -m bentoml models get housing_mlp:latest >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory train-housing; else echo "housing_mlp is in the store (RETRAIN=1 retrains)"; fi
-	@if [ -n "$(RETRAIN)" ] || ! $(BIN)/bentoml models get mnist_cnn:latest >/dev/null 2>&1; then \
+	@if [ -n "$(RETRAIN)" ] || ! $(PY) -m bentoml models get mnist_cnn:latest >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory train-mnist; else echo "mnist_cnn is in the store (RETRAIN=1 retrains)"; fi
-	$(BIN)/bentoml models list
+	$(PY) -m bentoml models list
 
-serve: setup  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DEVICE: see README)
+serve: $(SETUP)  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DEVICE: see README)
 	@echo "Serving on $(URL)  (status: $(URL)/status, API docs: $(URL)/docs). Try:"
 	@echo "  curl -s -X POST $(URL)/predict_housing -H 'Content-Type: application/json' \\"
 	@echo "       -d '{\"features\": [[8.3252, 41.0, 6.9841, 1.0238, 322.0, 2.5556, 37.88, -122.23]]}'"
-	$(BIN)/bentoml serve --host 127.0.0.1 --port $(PORT)
+	$(PY) -m bentoml serve --host 127.0.0.1 --port $(PORT)
 
-build: setup  ## bentoml build: a bento with the service and both models
-	$(BIN)/bentoml build
+build: $(SETUP)  ## bentoml build: a bento with the service and both models
+	$(PY) -m bentoml build
 
 loadtest: models  ## Locust: cpu (+cuda) x onnx/torchscript x 1/8/32 users, and stock BentoML -> reports/<time>/
-	$(BIN)/python -m loadtests.offline
-	$(BIN)/python -m loadtests.run --devices cpu,cuda --servers ours,stock
+	$(PY) -m loadtests.offline --out reports/offline.json
+	$(PY) -m loadtests.run --devices cpu,cuda --servers ours,stock --offline reports/offline.json
 
 main: models serve  ## the main job: set up, train what the store lacks, then serve
 
-test: setup  ## run the test suite (real data subsets, temporary BENTOML_HOME)
-	$(BIN)/python -m pytest
+test: $(SETUP)  ## run the test suite (real data subsets, temporary BENTOML_HOME; GPU tests skip without a GPU)
+	$(PY) -m pytest
 
-lint: setup  ## ruff
-	$(BIN)/ruff check .
+test-gpu: $(SETUP)  ## only the GPU tests (tests/gpu, marker gpu); they skip, saying why, without a GPU
+	$(PY) -m pytest -m gpu tests/gpu
+
+# --- On a GPU machine: everything CPU-vs-GPU into one folder, GPU_REPORT. Each step is a target of its
+# own so that it can run in pieces (a device lent for 10 minutes a command); gpu-report runs them all.
+GPU_REPORT ?= reports/gpu
+DURATION ?= 20
+USERS ?= 1,8,32
+GPU_CHECK := import sys, torch; ok = torch.cuda.is_available(); print('GPU:', torch.cuda.get_device_name(0)) if ok \
+	else sys.exit('error: no usable GPU here (torch.cuda.is_available() is False); the gpu-* targets need one')
+gpu-check: $(SETUP)  ## stop at once, in one line, where there is no usable GPU
+	@$(PY) -c "$(GPU_CHECK)"
+
+gpu-train: gpu-check  ## train both models on the GPU (epoch times in metrics.json), export with parity on the GPU
+	mkdir -p $(GPU_REPORT)
+	$(PY) -m training.housing --device cuda --out-dir $(GPU_REPORT)/train/housing_mlp
+	$(PY) -m training.mnist --device cuda --out-dir $(GPU_REPORT)/train/mnist_cnn
+
+gpu-test: gpu-check  ## the GPU tests, and accuracy over HTTP on the GPU with the trained models
+	mkdir -p $(GPU_REPORT)
+	set -o pipefail; $(PY) -m pytest -m gpu tests/gpu 2>&1 | tee $(GPU_REPORT)/gpu-tests.txt
+	set -o pipefail; $(PY) -m loadtests.accuracy --serve --device cuda 2>&1 | tee $(GPU_REPORT)/accuracy-cuda.txt
+
+gpu-sweep: gpu-check  ## offline ceilings and the CPU-vs-GPU Locust sweep (1-item and 64-image requests)
+	mkdir -p $(GPU_REPORT)
+	$(PY) -m loadtests.offline --devices cpu,cuda --out $(GPU_REPORT)/offline.json
+	$(PY) -m loadtests.run --devices cpu,cuda --users $(USERS) --duration $(DURATION) \
+		--offline $(GPU_REPORT)/offline.json --out $(GPU_REPORT)/sweep
+	$(PY) -m loadtests.run --devices cpu,cuda --users 32 --duration $(DURATION) --endpoints classify_digits \
+		--mnist-images 64 --offline $(GPU_REPORT)/offline.json --out $(GPU_REPORT)/sweep-64
+
+gpu-report: gpu-train gpu-test gpu-sweep  ## on a GPU machine: all of the above -> $(GPU_REPORT)/
+	@echo "GPU report: $(GPU_REPORT)/ (sweep/report.md, sweep-64/report.md, offline.json, accuracy-cuda.txt)"
+
+lint: $(SETUP)  ## ruff
+	$(PY) -m ruff check .
 
 clean:  ## remove run outputs (not the venv, not the model store)
 	rm -rf runs reports .pytest_cache

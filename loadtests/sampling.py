@@ -29,9 +29,12 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants."""
+    """User + system CPU seconds of a process and its live descendants (nan once it has exited)."""
+    procs = tree(pid)
+    if not procs:
+        return float("nan")
     total = 0.0
-    for proc in tree(pid):
+    for proc in procs:
         try:
             t = proc.cpu_times()
             total += t.user + t.system
@@ -127,9 +130,11 @@ class ResourceSampler(threading.Thread):
 
         def rate(values: list[float]) -> float:  # cumulative seconds -> % of one core over the window
             v = np.array(values)
-            if t1 <= t0 or np.isnan(v).any():
+            known = ~np.isnan(v)  # the generator: not started yet / exited
+            tk, vk = t[known], v[known]
+            if t1 <= t0 or len(tk) < 2 or tk[0] > t0 + self.period or tk[-1] < t1 - self.period:
                 return float("nan")
-            return float(100 * (np.interp(t1, t, v) - np.interp(t0, t, v)) / (t1 - t0))
+            return float(100 * (np.interp(t1, tk, vk) - np.interp(t0, tk, vk)) / (t1 - t0))
 
         inside = [x for x in s if t0 <= x.t <= t1] or s
         rss = [x.worker_rss_mb for x in s]

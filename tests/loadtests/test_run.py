@@ -1,25 +1,67 @@
-"""A short, real headless Locust run against a real server: the report is produced, every request
-succeeded and every response was checked. Bounded: a few seconds per run, 127.0.0.1 only."""
+"""Short, real headless Locust runs against real servers: the report is produced, every request
+succeeded and every response was checked; a combination that cannot start is recorded and the sweep
+goes on; distributed Locust (--processes) runs; a missing dataset stops the runner with one line.
+Bounded: a few seconds per run, 127.0.0.1 only."""
 
 import json
 
+import pytest
+
 from loadtests.run import main
+from models.device import available_cpus
 
 
-def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path):
+def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path, monkeypatch):
+    # The GPU is hidden, so the cuda combination cannot start whatever the machine: it is recorded in
+    # the report with its error, and the cpu runs still happen.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("HOUSING_MODEL", smoke_models["housing_mlp"]["tag"])
+    monkeypatch.setenv("MNIST_MODEL", smoke_models["mnist_cnn"]["tag"])
     report = main([
-        "--backends", "onnx", "--users", "2", "--duration", "3",
+        "--devices", "cuda,cpu", "--backends", "onnx", "--workers", "2", "--users", "2", "--duration", "3",
         "--endpoints", "predict_housing,classify_digits,classify_digit_image", "--out", str(tmp_path),
     ])  # fmt: skip
     text = report.read_text()
-    assert text.count("| server | device | backend | users |") == 3
+    assert (
+        "- ours/cuda/onnx/workers=2: failed to start: error: MODEL_DEVICE=cuda with MODEL_BACKEND=onnx"
+        in text
+    )
+    assert text.count("| server | device | backend | workers | users |") == 3
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == 3
     for row in results:
+        assert (row["device"], row["workers"]) == ("cpu", 2)
         assert row["requests"] > 0 and row["failures"] == 0, row
         assert row["checked"] >= row["requests"], row
-        assert (tmp_path / f"ours-cpu-onnx-{row['endpoint']}-u2.html").exists()
-        assert row["rss_mb"] > 0 and (tmp_path / f"ours-cpu-onnx-{row['endpoint']}-u2-memory.csv").exists()
-        assert (tmp_path / f"{row['endpoint']}.png").exists()
+        prefix = tmp_path / f"ours-cpu-onnx-w2-{row['endpoint']}-u2"
+        assert prefix.with_suffix(".html").exists() and (tmp_path / f"{prefix.name}-resources.csv").exists()
+        assert row["rss_mb"] > 0 and (tmp_path / f"{row['endpoint']}.png").exists()
+        # CPU over the seconds the load ran: together at most what the machine's CPUs can give.
+        assert 1 <= row["load_seconds"] <= 6, row
+        assert 0 < row["server_cpu_pct"] and 0 < row["generator_cpu_pct"], row
+        assert row["server_cpu_pct"] + row["generator_cpu_pct"] <= 110 * available_cpus(), row
     batched = {r["endpoint"]: r["mean_batch"] for r in results}
     assert batched["predict_housing"] >= 1 and batched["classify_digits"] >= 1
+
+
+def test_distributed_locust_runs(smoke_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOUSING_MODEL", smoke_models["housing_mlp"]["tag"])
+    monkeypatch.setenv("MNIST_MODEL", smoke_models["mnist_cnn"]["tag"])
+    main([
+        "--backends", "onnx", "--workers", "1", "--users", "4", "--duration", "3", "--processes", "2",
+        "--endpoints", "predict_housing", "--out", str(tmp_path),
+    ])  # fmt: skip
+    (row,) = json.loads((tmp_path / "results.json").read_text())
+    assert row["requests"] > 0 and row["failures"] == 0, row
+    # Both Locust worker processes sent requests and checked their answers.
+    checks = sorted(tmp_path.glob("ours-cpu-onnx-w1-predict_housing-u4-checks-*.json"))
+    counts = [json.loads(p.read_text()).get("predict_housing", 0) for p in checks]
+    assert len([c for c in counts if c > 0]) == 2, counts
+
+
+def test_missing_datasets_stop_the_runner_with_one_line(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
+    message = str(exc.value)
+    assert message.startswith("error: the request bodies come from the test splits: California Housing not")
+    assert "\n" not in message
