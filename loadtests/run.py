@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def generator_error(log: str) -> str:
-    """The line of Locust's output that says what went wrong (the last exception line)."""
+def error_line(log: str) -> str:
+    """The line of a log (Locust's, or a server's that failed to start) that says what went wrong."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     errors = [ln for ln in lines if "Error" in ln.split(":", 1)[0] or ln.startswith("error:")]
     return (errors or lines or ["no output"])[-1][:500]
@@ -121,7 +121,7 @@ def run_locust(url: str, endpoint: str, users: int, args, prefix: Path, sampler:
             proc.wait()
     if not Path(f"{prefix}_stats.csv").exists():
         raise GeneratorError(
-            f"locust wrote no stats (exit {proc.returncode}): {generator_error(log.read_text())}"
+            f"locust wrote no stats (exit {proc.returncode}): {error_line(log.read_text())}"
         )
 
 
@@ -156,7 +156,10 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     finally:
         sampler.stop(Path(f"{prefix}-resources.csv"))
     after = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
-    stats = locust_stats(Path(f"{prefix}_stats.csv"))[endpoint]
+    stats = locust_stats(Path(f"{prefix}_stats.csv")).get(endpoint)
+    if stats is None:  # Locust ran but sent nothing (its users failed to start)
+        log = prefix.parent / f"{prefix.name}.log"
+        raise GeneratorError(f"locust sent no {endpoint} request: {error_line(log.read_text())}")
     t0, t1 = load_window(Path(f"{prefix}_stats_history.csv"))
     option, model = ENDPOINTS[endpoint][1], ENDPOINTS[endpoint][2]
     items = getattr(args, option) if option else 1
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> Path:
         try:
             server = Server(env, target=SERVERS[name])
         except RuntimeError as exc:
-            problems.append(f"{label}: failed to start: {generator_error(str(exc))}")
+            problems.append(f"{label}: failed to start: {error_line(str(exc))}")
             logger.error(problems[-1])
             save()
             continue

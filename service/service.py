@@ -32,7 +32,8 @@ from service.placement import resolve
 from service.schemas import DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
 
-logger = logging.getLogger("service")
+# A child of BentoML's logger: `bentoml serve` configures only that one (INFO, its format); others are muted.
+logger = logging.getLogger("bentoml.model_serving")
 settings = get_settings()
 patches.apply(settings.worker_count())
 
