@@ -5,8 +5,10 @@
            --housing-rows 1 HousingUser
 
 Every response is checked (status, JSON shape, finite values, label = argmax of the probabilities);
-a wrong answer is reported as a failure. `--checks-file PREFIX` writes how many responses each
-process checked, so a runner can prove that none went unchecked.
+a wrong answer is reported as a failure. `--checks-file PREFIX` writes, per process, how many
+responses it checked (so a runner can prove that none went unchecked) and when its first request
+started and its last one ended (the window in which the load ran, exact in distributed mode too,
+where the master's own statistics arrive in 3-second reports).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -23,6 +26,7 @@ from loadtests.payloads import json_bodies, mnist_test, png_bytes
 
 POOL = 256  # distinct request bodies per endpoint, built once per process before users start
 CHECKED: Counter[str] = Counter()
+WINDOW: list[float] = []  # [first request's start, last request's end], unix time
 BODIES: dict[str, list] = {}
 
 
@@ -82,7 +86,7 @@ def _(environment, **_kwargs):
     prefix = environment.parsed_options.checks_file if environment.parsed_options else ""
     if prefix:
         with open(f"{prefix}-{os.getpid()}.json", "w") as f:
-            json.dump(dict(CHECKED), f)
+            json.dump({"checked": dict(CHECKED), "window": WINDOW}, f)
 
 
 def _wrong(check: bool, message: str) -> str | None:
@@ -130,7 +134,9 @@ class _CheckedUser(FastHttpUser):
         return BODIES[self.route][self.i]
 
     def post_checked(self, check, **kwargs) -> None:
+        start = time.time()
         with self.client.post(f"/{self.route}", catch_response=True, name=self.route, **kwargs) as resp:
+            WINDOW[:] = [WINDOW[0] if WINDOW else start, time.time()]
             CHECKED[self.route] += 1
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")

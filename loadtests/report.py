@@ -41,24 +41,6 @@ def locust_stats(stats_csv: Path) -> dict[str, dict]:
     return rows
 
 
-def load_window(history_csv: Path) -> tuple[float, float]:
-    """(start, end) unix time of the load, from Locust's `_stats_history.csv` (the Aggregated row is
-    written every second with the total request count so far): from the second before the first
-    request was counted to the last second in which the count still grew. Locust's start-up and
-    shutdown are outside it."""
-    with open(history_csv, newline="") as f:
-        rows = [
-            (float(row["Timestamp"]), int(row["Total Request Count"]))
-            for row in csv.DictReader(f)
-            if row["Name"] == "Aggregated"
-        ]
-    counted = [i for i, (_, count) in enumerate(rows) if count > 0]
-    if not counted:
-        raise ValueError(f"{history_csv.name}: no request was made")
-    grew = [i for i in counted if i > 0 and rows[i][1] > rows[i - 1][1]] or counted
-    return rows[counted[0]][0] - 1.0, rows[grew[-1]][0]
-
-
 def batch_histogram(metrics_text: str) -> dict[str, tuple[float, float]]:
     """(sum, count) of BentoML's adaptive batch size histogram per API method, from /metrics.
     The histogram observes how many requests went into each batch."""
@@ -156,7 +138,8 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
         "the run; - for the upload endpoint, which is not batched); offline_pct = items_per_s as % of the "
         "offline ceiling of the same device/backend (`loadtests.offline`, best batch the service can form); "
         "server_cpu_pct = CPU of the server's process tree and generator_cpu_pct of the Locust process "
-        "tree, both over the seconds the load ran (from Locust's stats history; 100 = one core); "
+        "tree, both over the seconds the load ran (first request to last answer; 100 = one core; rps "
+        "is over the same seconds); "
         "gpu_util_pct = NVML's GPU busy % (mean over the run), gpu_mem_mb = GPU memory used at the end; "
         "checked = responses the locustfile checked for "
         "status, shape and values (wrong ones count as failures); rss_mb = resident memory of the server's "

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from loadtests.report import batch_histogram, load_window, locust_stats, mean_batch, write_report
+from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
 from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
 from models.device import available_cpus, nvidia_gpus
@@ -120,13 +120,19 @@ def run_locust(url: str, endpoint: str, users: int, args, prefix: Path, sampler:
             proc.kill()
             proc.wait()
     if not Path(f"{prefix}_stats.csv").exists():
-        raise GeneratorError(
-            f"locust wrote no stats (exit {proc.returncode}): {error_line(log.read_text())}"
-        )
+        raise GeneratorError(f"locust wrote no stats (exit {proc.returncode}): {error_line(log.read_text())}")
 
 
-def checked_count(prefix: Path, endpoint: str) -> int:
-    return sum(json.loads(Path(f).read_text()).get(endpoint, 0) for f in glob.glob(f"{prefix}-checks-*.json"))
+def checks(prefix: Path, endpoint: str) -> tuple[int, float, float]:
+    """(responses checked, first request's start, last request's end) over the Locust processes, from
+    the locustfile's --checks-file summaries: the load's own window, Locust's start-up and shutdown
+    (loading the test splits, stopping users) outside it."""
+    summaries = [json.loads(Path(f).read_text()) for f in glob.glob(f"{prefix}-checks-*.json")]
+    windows = [s["window"] for s in summaries if s["window"]]
+    if not windows:
+        raise GeneratorError(f"locust made no {endpoint} request")
+    checked = sum(s["checked"].get(endpoint, 0) for s in summaries)
+    return checked, min(w[0] for w in windows), max(w[1] for w in windows)
 
 
 def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
@@ -160,7 +166,10 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     if stats is None:  # Locust ran but sent nothing (its users failed to start)
         log = prefix.parent / f"{prefix.name}.log"
         raise GeneratorError(f"locust sent no {endpoint} request: {error_line(log.read_text())}")
-    t0, t1 = load_window(Path(f"{prefix}_stats_history.csv"))
+    checked, t0, t1 = checks(prefix, endpoint)
+    # Throughput over the load's window (Locust's own req/s divides by the time since its master
+    # started, start-up included, in distributed mode).
+    stats["rps"] = stats["requests"] / (t1 - t0)
     option, model = ENDPOINTS[endpoint][1], ENDPOINTS[endpoint][2]
     items = getattr(args, option) if option else 1
     ceiling = ceilings.get((device, backend, model))
@@ -171,7 +180,7 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
         "mean_batch": mean_batch(before, after, endpoint),
         # responses the locustfile checked; Locust's CSV is written just before the last in-flight
         # requests finish, so it can count a few fewer than were checked
-        "checked": checked_count(prefix, endpoint), "load_seconds": t1 - t0, **sampler.summary(t0, t1),
+        "checked": checked, "load_seconds": t1 - t0, **sampler.summary(t0, t1),
     }  # fmt: skip
     logger.info(
         "%s %s/%s w%d %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d; CPU server "

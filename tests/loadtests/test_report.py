@@ -4,7 +4,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from loadtests.report import batch_histogram, load_window, locust_stats, mean_batch, write_report
+from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
 
 LOCUST_HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
@@ -67,23 +67,3 @@ def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
     for endpoint in ("predict_housing", "classify_digit_image"):
         assert (tmp_path / f"{endpoint}.png").stat().st_size > 10_000
     assert (tmp_path / "results.json").exists()
-
-
-HISTORY_HEADER = (
-    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,Total Request Count,Total Failure Count"
-)
-
-
-def test_load_window_is_the_span_with_requests_under_way(tmp_path):
-    path = tmp_path / "run_stats_history.csv"
-    path.write_text(
-        HISTORY_HEADER + "\n"
-        "1000,0,,Aggregated,0,0,0,0,0\n"  # Locust started, no user yet
-        "1001,4,,Aggregated,0,0,0,0,0\n"
-        "1002,4,,Aggregated,90,0,2,95,0\n"
-        "1003,4,,Aggregated,99,0,2,190,0\n"
-        "1012,4,,Aggregated,99,0,2,1090,0\n"
-        "1013,0,,Aggregated,0,0,2,1090,0\n"  # stopping: no new request counted
-        "1014,0,,Aggregated,0,0,2,1090,0\n"
-    )
-    assert load_window(path) == (1001.0, 1012.0)

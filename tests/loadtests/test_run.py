@@ -48,15 +48,16 @@ def test_distributed_locust_runs(smoke_models, tmp_path, monkeypatch):
     monkeypatch.setenv("HOUSING_MODEL", smoke_models["housing_mlp"]["tag"])
     monkeypatch.setenv("MNIST_MODEL", smoke_models["mnist_cnn"]["tag"])
     main([
-        "--backends", "onnx", "--workers", "1", "--users", "4", "--duration", "3", "--processes", "2",
+        "--backends", "onnx", "--workers", "1", "--users", "4", "--duration", "5", "--processes", "2",
         "--endpoints", "predict_housing", "--out", str(tmp_path),
     ])  # fmt: skip
     (row,) = json.loads((tmp_path / "results.json").read_text())
     assert row["requests"] > 0 and row["failures"] == 0, row
     # Both Locust worker processes sent requests and checked their answers.
     checks = sorted(tmp_path.glob("ours-cpu-onnx-w1-predict_housing-u4-checks-*.json"))
-    counts = [json.loads(p.read_text()).get("predict_housing", 0) for p in checks]
+    counts = [json.loads(p.read_text())["checked"].get("predict_housing", 0) for p in checks]
     assert len([c for c in counts if c > 0]) == 2, counts
+    assert sum(counts) >= row["requests"] and 3 <= row["load_seconds"] <= 8, row
 
 
 def test_missing_datasets_stop_the_runner_with_one_line(tmp_path):

@@ -11,9 +11,24 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.payloads import json_bodies
 from loadtests.server import Server
+
+
+def in_progress(server: Server) -> int:
+    """/classify_digits requests being handled by the workers now (BentoML's gauge, all workers)."""
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "bentoml_service_request_in_progress"
+            for sample in family.samples
+            if sample.labels.get("endpoint") == "/classify_digits"
+        )
+    )
 
 
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(smoke_models):
@@ -35,6 +50,12 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(smoke_models):
         with ThreadPoolExecutor(len(bodies)) as pool:
             futures = [pool.submit(post, b) for b in bodies]
             next(as_completed(futures))  # the first answer is back: the others are queued behind it
+            # ...and every other request has reached a worker (a connection still waiting in the
+            # kernel's accept queue is not in flight: closing the listener resets it, as in any server).
+            deadline = time.monotonic() + 30
+            while in_progress(server) + sum(f.done() for f in futures) < len(bodies):
+                assert time.monotonic() < deadline, "the requests never all reached the server"
+                time.sleep(0.01)
             sigterm_at = time.monotonic()
             os.kill(server.proc.pid, signal.SIGTERM)
             answers = [f.result() for f in futures]
