@@ -17,7 +17,8 @@ PORT ?= 3000
 URL := http://127.0.0.1:$(PORT)
 
 .PHONY: help setup setup-gpu train train-housing train-mnist models serve build loadtest main test test-gpu \
-	gpu-check gpu-train gpu-test gpu-sweep gpu-report lint clean
+	gpu-check gpu-train gpu-test gpu-sweep gpu-report container container-gpu test-container container-deps \
+	clean-container lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -103,6 +104,27 @@ gpu-sweep: gpu-check  ## offline ceilings and the CPU-vs-GPU Locust sweep (1-ite
 
 gpu-report: gpu-train gpu-test gpu-sweep  ## on a GPU machine: all of the above -> $(GPU_REPORT)/
 	@echo "GPU report: $(GPU_REPORT)/ (sweep/report.md, sweep-64/report.md, offline.json, accuracy-cuda.txt)"
+
+# --- Containers: `bentoml containerize` with Docker where a daemon answers, else buildah + podman with
+# their storage in build/containers (deploy/container/*.sh).
+container: $(SETUP)  ## the cpu image (ONNX Runtime, no torch): bentoml build + containerize -> model_serving:latest
+	PY=$(PY) deploy/container/build.sh cpu
+
+container-gpu: $(SETUP)  ## the gpu image (torch CUDA build + onnxruntime-gpu) -> model_serving_gpu:latest
+	PY=$(PY) deploy/container/build.sh gpu
+
+test-container: $(SETUP)  ## run the cpu image on 127.0.0.1 and test it (builds it first when missing)
+	mkdir -p reports
+	CONTAINER_REPORT=reports/container.json $(PY) -m pytest -m container tests/container -s
+
+container-deps:  ## Debian: the engine and the stand-in base image's tools (buildah, podman, runc, mmdebstrap)
+	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc mmdebstrap; }
+
+clean-container:  ## remove the podman/buildah storage of build/containers (images, layers, containers)
+	-[ -f build/containers/storage.conf ] && CONTAINERS_STORAGE_CONF=$(CURDIR)/build/containers/storage.conf \
+		podman system reset --force
+	rm -rf build/containers
 
 lint: $(SETUP)  ## ruff
 	$(PY) -m ruff check .

@@ -9,13 +9,16 @@ MODEL_BACKEND / MODEL_DEVICE and reported by GET /status.
 | torchscript | auto | cuda when torch sees a GPU, else cpu |
 | any | cuda | cuda, or a start-up error (DeviceUnavailableError) naming what is missing |
 
-`auto` is a choice made in the open (the reason is in /status and the log); an explicit `cuda` that
-cannot be honoured is an error, never a silent fallback. The ONNX path decides without importing torch:
-GPUs are found through NVML (models.device.nvidia_gpus).
+In an environment without torch (the cpu container image), `torchscript` and `auto` + `cuda` stop
+start-up with BackendUnavailableError naming the gpu image; `auto` on a GPU host falls back to onnx
+on cpu there, saying why. `auto` is a choice made in the open (the reason is in /status and the
+log); an explicit `cuda` that cannot be honoured is an error, never a silent fallback. The ONNX path
+decides without importing torch: GPUs are found through NVML (models.device.nvidia_gpus).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -40,8 +43,27 @@ class Placement:
         return asdict(self)
 
 
+class BackendUnavailableError(RuntimeError):
+    """The backend asked for needs a library this environment (image) does not have."""
+
+
+# The container images (bentofile.yaml: cpu, bentofile-gpu.yaml: gpu) differ in what they install:
+# the cpu image has ONNX Runtime and no torch. A backend that needs torch there is a start-up error
+# that names the image to use.
+TORCH_MISSING = (
+    "torch is not installed here (the cpu image, bentofile.yaml, ships ONNX Runtime only): use "
+    "MODEL_BACKEND=onnx, or the gpu image (`make container-gpu`), which has torch"
+)
+
+
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def torch_cuda() -> tuple[str | None, str]:
     """(name of the GPU torch would use, or None; why not)."""
+    if not has_torch():
+        return None, "torch is not installed (cpu image)"
     import torch
 
     if torch.cuda.is_available():
@@ -57,6 +79,8 @@ def choose(backend: str, device: str) -> Placement:
         gpus, why_none = nvidia_gpus()
         if device == "auto" and not gpus:
             return Placement(AUTO_BACKEND["cpu"], "cpu", f"auto: no GPU ({why_none}) -> onnx on cpu")
+        if device == "cuda" and not has_torch():
+            raise BackendUnavailableError(f"MODEL_BACKEND=auto, MODEL_DEVICE=cuda: {TORCH_MISSING}")
         gpu, why_not = torch_cuda()
         if gpu is None:
             if device == "cuda":
@@ -64,6 +88,8 @@ def choose(backend: str, device: str) -> Placement:
             return Placement("onnx", "cpu", f"auto: {gpus[0]} present but {why_not} -> onnx on cpu")
         return Placement(AUTO_BACKEND["cuda"], "cuda", f"auto: {gpu} present -> torchscript on cuda", gpu)
     if backend == "torchscript":
+        if not has_torch():
+            raise BackendUnavailableError(f"MODEL_BACKEND=torchscript: {TORCH_MISSING}")
         if device == "cpu":
             return Placement(backend, "cpu", "MODEL_BACKEND=torchscript, MODEL_DEVICE=cpu")
         gpu, why_not = torch_cuda()

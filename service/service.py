@@ -28,7 +28,7 @@ from models.specs import HOUSING, MNIST, ModelSpec
 from service import patches
 from service.images import Invert
 from service.limits import BodySizeLimit
-from service.placement import resolve
+from service.placement import BackendUnavailableError, resolve
 from service.schemas import DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
 
@@ -100,7 +100,7 @@ def preflight() -> None:
         if server_context.worker_index is None:
             for ref, spec in MODELS:
                 warm_up(load_model(ref, spec, settings), (1, 2))
-    except (ModelNotFoundError, DeviceUnavailableError, ModelLoadError) as exc:
+    except (ModelNotFoundError, DeviceUnavailableError, BackendUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
@@ -116,6 +116,11 @@ def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceS
         )
     except DeviceUnavailableError:
         raise
+    except ImportError as exc:  # the runtime itself is missing: an environment problem, not the file
+        raise BackendUnavailableError(
+            f"MODEL_BACKEND={placement.backend} needs {exc.name or exc}, which is not installed here; "
+            "reinstall the environment (`make setup`) or rebuild the image (`make container`)"
+        ) from exc
     except Exception as exc:  # whatever the runtime raises for a bad file: name the file and the fix
         filename = BACKENDS[placement.backend][1]
         raise ModelLoadError(

@@ -6,6 +6,7 @@
 #   - Debian bookworm minbase + python3.11, pip, venv, ca-certificates (what python:3.11-slim has),
 #   - /usr/local/bin/python{,3} and pip{,3} links (the Dockerfile and BentoML's entrypoint call them),
 #   - no EXTERNALLY-MANAGED marker (python:3.11-slim has none; the Dockerfile runs `pip install uv`),
+#   - no apt lists, docs or man pages (as in python:3.11-slim),
 #   - the host's locally added CA certificates (/usr/local/share/ca-certificates), so that pip and uv
 #     inside the build trust a TLS-intercepting proxy the host trusts.
 # Usage: deploy/container/standin-base.sh ENGINE     (ENGINE: podman or docker)
@@ -31,7 +32,7 @@ mmdebstrap --quiet --variant=minbase --include=python3.11,python3-pip,python3-ve
     --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
     --customize-hook='for n in python python3; do ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$n"; done' \
     --customize-hook='for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
     bookworm "$work/rootfs.tar"
 "$ENGINE" import \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \

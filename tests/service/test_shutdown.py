@@ -17,7 +17,7 @@ from loadtests.payloads import json_bodies
 from loadtests.server import Server
 
 
-def in_progress(server: Server) -> int:
+def in_progress(server) -> int:
     """/classify_digits requests being handled by the workers now (BentoML's gauge, all workers)."""
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     return int(

@@ -70,7 +70,10 @@ def test_bentoml_build_packs_service_and_models(smoke_models):
     requirements = Path(bento.path_of("env/python/requirements.txt")).read_text().splitlines()
     pins = [line for line in requirements if line.strip() and not line.startswith("#")]
     assert pins and all("==" in line for line in pins), pins
-    assert {"uvloop", "httptools", "onnxruntime"} <= {line.split("==")[0] for line in pins}
+    names = {line.split("==")[0] for line in pins}
+    assert {"uvloop", "httptools", "onnxruntime", "nvidia-ml-py"} <= names
+    assert "torch" not in names, "the cpu image has no torch (the gpu image has)"
+    assert "build-essential" not in dockerfile  # deploy/container/Dockerfile.template
 
 
 def test_no_untrusted_deserialization_in_our_code():

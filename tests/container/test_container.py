@@ -1,0 +1,239 @@
+"""The cpu container image, run as it is deployed (`make test-container`; marker `container`).
+
+Uses `model_serving:latest` from the local container storage (what `make container` builds from
+the model store); where there is none, builds it first from this test session's smoke-trained
+models with `deploy/container/build.sh cpu` (bentoml build + bentoml containerize). Runs it with the
+machine's engine (podman here, Docker where a daemon answers) on 127.0.0.1 and checks: answers of
+both JSON endpoints and of an image upload equal the image's own model files run offline with ONNX
+Runtime; the server runs as a non-root user; no torch in the image, and MODEL_BACKEND=torchscript
+stops it with one line naming the gpu image; SIGTERM (`stop`) lets requests in flight finish and the
+container exits 0 within the grace period; a CPU quota (`--cpus 1`) sets the worker count. Image size
+and cold start to ready are printed and written to CONTAINER_REPORT (a JSON file) when set."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import requests
+from PIL import Image
+from scipy.special import softmax
+
+from loadtests.payloads import png_bytes
+from loadtests.server import REPO, free_port
+from models.specs import HOUSING, MNIST, ONNX_FILE
+from service.images import to_mnist
+from tests.service.test_shutdown import in_progress
+
+pytestmark = pytest.mark.container
+
+IMAGE = os.environ.get("CONTAINER_IMAGE", "model_serving:latest")
+BENTO_PATH = "/home/bentoml/bento"  # BentoML's generated Dockerfile: BENTO_PATH
+REPORT: dict = {}
+
+
+def engine_env() -> dict:
+    """CONTAINER_ENGINE, CONTAINERS_STORAGE_CONF and RUN_FLAGS as deploy/container/engine.sh sets them."""
+    out = subprocess.run(
+        ["bash", "-c", "source deploy/container/engine.sh && env -0"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode != 0:
+        pytest.skip(out.stderr.strip().splitlines()[-1])
+    env = dict(line.split("=", 1) for line in out.stdout.split("\0") if "=" in line)
+    return {k: env[k] for k in ("CONTAINER_ENGINE", "CONTAINERS_STORAGE_CONF", "RUN_FLAGS") if k in env}
+
+
+ENGINE_ENV = engine_env()
+ENGINE = ENGINE_ENV["CONTAINER_ENGINE"]
+
+
+def engine(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [ENGINE, *args], env={**os.environ, **ENGINE_ENV}, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{ENGINE} {' '.join(args)}: {proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+def run_flags() -> list[str]:
+    return shlex.split(ENGINE_ENV.get("RUN_FLAGS", ""))
+
+
+@pytest.fixture(scope="module")
+def image(request) -> str:
+    if engine("image", "inspect", IMAGE, check=False).returncode != 0:
+        request.getfixturevalue("smoke_models")  # the session's store gets both models first
+        t0 = time.monotonic()
+        build = subprocess.run(
+            ["deploy/container/build.sh", "cpu"], cwd=REPO, env={**os.environ, "PY": sys.executable},
+            capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        REPORT["build_seconds"] = round(time.monotonic() - t0, 1)
+    REPORT["image"] = IMAGE
+    REPORT["image_size_mb"] = round(
+        int(engine("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout) / 1e6
+    )
+    return IMAGE
+
+
+class Container:
+    """`ENGINE run -d` of the image on 127.0.0.1:<free port>; stopped and removed by `close()`."""
+
+    def __init__(self, image: str, *flags: str, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env_flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        self.t0 = time.monotonic()
+        self.id = engine(
+            "run", "-d", *run_flags(), *flags, *env_flags, "-p", f"127.0.0.1:{self.port}:3000", image
+        ).stdout.strip()
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds from `run` to the first 200 of /readyz."""
+        while time.monotonic() - self.t0 < timeout:
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - self.t0
+            except requests.ConnectionError:
+                pass
+            if self.state()["Status"] == "exited":
+                raise AssertionError(f"container exited: {self.logs()[-2000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"not ready in {timeout} s: {self.logs()[-2000:]}")
+
+    def state(self) -> dict:
+        return json.loads(engine("inspect", "--format", "{{json .State}}", self.id).stdout)
+
+    def logs(self) -> str:
+        proc = engine("logs", self.id, check=False)
+        return proc.stdout + proc.stderr
+
+    def close(self) -> None:
+        engine("rm", "-f", self.id, check=False)
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    c = Container(image)
+    try:
+        REPORT["cold_start_to_ready_s"] = round(c.wait_ready(), 2)
+        yield c
+    finally:
+        c.close()
+
+
+def model_file(c: Container, status: dict, model: str, tmp_path) -> str:
+    """The image's own copy of a model's ONNX file (the bento's models folder), copied out."""
+    name, version = status["models"][model]["tag"].split(":")
+    dest = tmp_path / f"{name}.onnx"
+    engine("cp", f"{c.id}:{BENTO_PATH}/models/{name}/{version}/{ONNX_FILE}", str(dest))
+    return str(dest)
+
+
+def test_answers_equal_the_image_model_files_run_offline(container, housing, mnist, tmp_path):
+    status = requests.get(f"{container.url}/status", timeout=10).json()
+    assert status["placement"]["backend"] == "onnx" and status["placement"]["device"] == "cpu"
+    housing_session = ort.InferenceSession(model_file(container, status, HOUSING.name, tmp_path))
+    mnist_session = ort.InferenceSession(model_file(container, status, MNIST.name, tmp_path))
+    x = housing.test.x[:200]
+    r = requests.post(f"{container.url}/predict_housing", json={"features": x.tolist()}, timeout=30)
+    assert r.status_code == 200, r.text
+    expected = housing_session.run(None, {HOUSING.input_name: x})[0][:, 0]
+    np.testing.assert_allclose(np.array(r.json()), expected, rtol=1e-5, atol=1e-5)
+
+    images = mnist.test.x[:64]
+    r = requests.post(f"{container.url}/classify_digits", json={"images": images[:, 0].tolist()}, timeout=30)
+    assert r.status_code == 200, r.text
+    probs = softmax(mnist_session.run(None, {MNIST.input_name: images})[0].astype(np.float64), axis=1)
+    assert [p["label"] for p in r.json()] == probs.argmax(1).tolist()
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()], probs, atol=1e-5)
+
+    png = png_bytes(mnist.test.x[7, 0])
+    r = requests.post(f"{container.url}/classify_digit_image", files={"image": ("d.png", png, "image/png")})
+    assert r.status_code == 200, r.text
+    x_png = to_mnist(Image.open(io.BytesIO(png)))[None, None].astype(np.float32)
+    assert r.json()["label"] == int(mnist_session.run(None, {MNIST.input_name: x_png})[0].argmax())
+
+
+def test_runs_as_non_root_without_torch(container, image):
+    assert engine("exec", container.id, "id", "-u").stdout.strip() != "0"
+    users = engine("top", container.id, "user").stdout.split()[1:] if ENGINE == "podman" else []
+    assert users and "root" not in users, users
+    probe = engine(
+        "run", "--rm", *run_flags(), "--entrypoint", "python", image, "-c", "import torch", check=False
+    )
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+
+
+def test_torchscript_in_the_cpu_image_stops_with_one_line_naming_the_gpu_image(image):
+    c = Container(image, env={"MODEL_BACKEND": "torchscript"})
+    try:
+        deadline = time.monotonic() + 60
+        while c.state()["Status"] != "exited" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.state()["Status"] == "exited" and c.state()["ExitCode"] != 0
+        errors = [line for line in c.logs().splitlines() if line.startswith("error:")]
+        assert errors and "make container-gpu" in errors[0] and "Traceback" not in c.logs(), c.logs()[-2000:]
+    finally:
+        c.close()
+
+
+def test_stop_lets_requests_in_flight_finish_and_exits_0(image, mnist):
+    c = Container(image, env={"MNIST_MAX_LATENCY_MS": "60000"})
+    try:
+        c.wait_ready()
+        body = {"images": mnist.test.x[:256, 0].tolist()}
+
+        def post(_):
+            return requests.post(f"{c.url}/classify_digits", json=body, timeout=60)
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(post, i) for i in range(6)]
+            deadline = time.monotonic() + 30  # until all 6 reached the server (seconds of work queued)
+            while in_progress(c) + sum(f.done() for f in futures) < 6:
+                assert time.monotonic() < deadline, "the requests never all reached the server"
+                time.sleep(0.01)
+            grace = 30
+            t0 = time.monotonic()
+            stop = engine("stop", "-t", str(grace), c.id, check=False, timeout=grace + 30)
+            stopped_in = time.monotonic() - t0
+            answers = [f.result() for f in futures]
+        assert stop.returncode == 0, stop.stderr
+        assert [r.status_code for r in answers] == [200] * 6, [r.text[:200] for r in answers]
+        assert all(len(r.json()) == 256 for r in answers)
+        state = c.state()
+        assert state["ExitCode"] == 0 and stopped_in < grace, (state, stopped_in)
+        REPORT["stop_seconds_with_6_requests_in_flight"] = round(stopped_in, 2)
+    finally:
+        c.close()
+
+
+def test_cpu_quota_sets_the_worker_count(image):
+    c = Container(image, "--cpus", "1")
+    try:
+        c.wait_ready()
+        status = requests.get(f"{c.url}/status", timeout=10).json()
+        assert status["workers"] == 1 and status["models"]["mnist_cnn"]["intra_op_threads"] == 1, status
+    finally:
+        c.close()
+
+
+def test_report():
+    """Print (and save) the figures of this run: image size, build and cold-start times."""
+    print(json.dumps(REPORT, indent=2))
+    if path := os.environ.get("CONTAINER_REPORT"):
+        with open(path, "w") as f:
+            json.dump(REPORT, f, indent=2)
+    assert "image_size_mb" in REPORT
