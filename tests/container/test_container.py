@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
+import yaml
 from PIL import Image
 from scipy.special import softmax
 
@@ -48,7 +49,7 @@ def engine_env() -> dict:
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     if out.returncode != 0:
-        pytest.skip(out.stderr.strip().splitlines()[-1])
+        pytest.skip(out.stderr.strip().splitlines()[-1], allow_module_level=True)
     env = dict(line.split("=", 1) for line in out.stdout.split("\0") if "=" in line)
     return {k: env[k] for k in ("CONTAINER_ENGINE", "CONTAINERS_STORAGE_CONF", "RUN_FLAGS") if k in env}
 
@@ -216,6 +217,22 @@ def test_stop_lets_requests_in_flight_finish_and_exits_0(image, mnist):
         state = c.state()
         assert state["ExitCode"] == 0 and stopped_in < grace, (state, stopped_in)
         REPORT["stop_seconds_with_6_requests_in_flight"] = round(stopped_in, 2)
+    finally:
+        c.close()
+
+
+def test_runs_with_the_read_only_root_of_the_kubernetes_deployment(image):
+    """deploy/kubernetes/deployment.yaml's container settings: read-only root filesystem, its volumes
+    as writable tmpfs, its environment."""
+    manifest = yaml.safe_load((REPO / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    (spec,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert spec["securityContext"]["readOnlyRootFilesystem"] is True
+    tmpfs = [f"--tmpfs={m['mountPath']}" for m in spec["volumeMounts"]]
+    c = Container(image, "--read-only", *tmpfs, env={e["name"]: e["value"] for e in spec["env"]})
+    try:
+        c.wait_ready()
+        r = requests.post(f"{c.url}/predict_housing", json={"features": [[1.0] * 8]}, timeout=10)
+        assert r.status_code == 200 and len(r.json()) == 1, r.text
     finally:
         c.close()
 
