@@ -68,6 +68,16 @@ def train(module: str, data_dir: Path, out_dir: Path, *flags: str) -> dict:
     return {**json.loads((out_dir / "metrics.json").read_text()), "out_dir": out_dir}
 
 
+def models_env(smoke_models: dict, **override: str) -> dict:
+    """Server environment that serves the session's smoke-trained models (on the CPU unless overridden)."""
+    return {
+        "MODEL_DEVICE": "cpu",
+        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+        **override,
+    }
+
+
 @pytest.fixture(scope="session")
 def smoke_models(data_dir, tmp_path_factory) -> dict:
     """Both models smoke-trained once per session and registered; {model name: metrics.json}."""

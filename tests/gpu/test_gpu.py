@@ -12,6 +12,7 @@ from loadtests.accuracy import RMSE_TOLERANCE, check
 from loadtests.server import Server
 from models.device import nvidia_gpus
 from models.specs import HOUSING, MNIST
+from tests.conftest import models_env
 from tests.service.test_http import offline_outputs
 
 
@@ -44,14 +45,7 @@ def test_parity_gate_ran_torchscript_on_the_gpu(smoke_models):
 
 @pytest.fixture(scope="module")
 def gpu_server(smoke_models):
-    env = {
-        "MODEL_BACKEND": "auto",
-        "MODEL_DEVICE": "auto",
-        "WORKERS": "2",
-        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-    }
-    with Server(env) as server:
+    with Server(models_env(smoke_models, MODEL_BACKEND="auto", MODEL_DEVICE="auto", WORKERS="2")) as server:
         yield server
 
 
@@ -93,14 +87,7 @@ def test_onnx_runtime_on_the_gpu_when_installed(smoke_models):
     has, why = onnx_cuda_provider()
     if not has:
         pytest.skip(why)
-    env = {
-        "MODEL_BACKEND": "onnx",
-        "MODEL_DEVICE": "cuda",
-        "WORKERS": "1",
-        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-    }
-    with Server(env) as server:
+    with Server(models_env(smoke_models, MODEL_BACKEND="onnx", MODEL_DEVICE="cuda", WORKERS="1")) as server:
         status = requests.get(f"{server.url}/status", timeout=10).json()
         assert status["models"]["mnist_cnn"]["execution_providers"][0] == "CUDAExecutionProvider"
         result = check(server.url)

@@ -95,34 +95,29 @@ def _cgroup(tmp_path, proc_line: str, files: dict[str, str]):
     return tmp_path / "cgroup", proc
 
 
-def test_cgroup_v2_quota_of_a_container(tmp_path):
-    """`docker run --cpus 2` writes "200000 100000" to the container's cpu.max (v2)."""
-    root, proc = _cgroup(tmp_path, "0::/", {"cpu.max": "200000 100000\n"})
-    assert cgroup_cpu_quota(root, proc) == 2.0
-
-
-def test_cgroup_v2_tightest_quota_on_the_path_wins(tmp_path):
-    root, proc = _cgroup(
-        tmp_path,
-        "0::/kubepods/pod1/ctr",
-        {
-            "cpu.max": "max 100000\n",
-            "kubepods/cpu.max": "800000 100000\n",
-            "kubepods/pod1/ctr/cpu.max": "150000 100000\n",
-        },
-    )
-    assert cgroup_cpu_quota(root, proc) == 1.5
-
-
-def test_cgroup_v1_quota_and_no_quota(tmp_path):
-    root, proc = _cgroup(
-        tmp_path,
-        "4:cpu,cpuacct:/docker/abc",
-        {
-            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
-            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-        },
-    )
-    assert cgroup_cpu_quota(root, proc) == 3.0
-    root, proc = _cgroup(tmp_path / "none", "0::/", {"cpu.max": "max 100000\n"})
-    assert cgroup_cpu_quota(root, proc) is None
+@pytest.mark.parametrize(
+    ("proc_line", "files", "expected"),
+    [
+        # `docker run --cpus 2` writes "200000 100000" to the container's cpu.max (cgroup v2)
+        ("0::/", {"cpu.max": "200000 100000\n"}, 2.0),
+        # the tightest quota on the path from the process's cgroup up to the root wins
+        (
+            "0::/kubepods/pod1/ctr",
+            {"cpu.max": "max 100000\n", "kubepods/cpu.max": "800000 100000\n",
+             "kubepods/pod1/ctr/cpu.max": "150000 100000\n"},
+            1.5,
+        ),
+        # cgroup v1: cpu.cfs_quota_us / cpu.cfs_period_us in the cpu controller's hierarchy
+        (
+            "4:cpu,cpuacct:/docker/abc",
+            {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
+             "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"},
+            3.0,
+        ),
+        ("0::/", {"cpu.max": "max 100000\n"}, None),  # no quota
+    ],
+    ids=["v2-container", "v2-tightest-on-path", "v1", "no-quota"],
+)  # fmt: skip
+def test_cgroup_cpu_quota(tmp_path, proc_line, files, expected):
+    root, proc = _cgroup(tmp_path, proc_line, files)
+    assert cgroup_cpu_quota(root, proc) == expected

@@ -14,7 +14,7 @@ import torch
 
 from loadtests.server import Server
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE
-from tests.conftest import REPO
+from tests.conftest import REPO, models_env
 
 
 def _failed_start(env: dict) -> str:
@@ -109,21 +109,12 @@ def _tampered_copy(tag: str, name: str, filename: str, content: bytes) -> str:
     return str(model.tag)
 
 
-def _models_env(smoke_models, **override) -> dict:
-    return {
-        "MODEL_DEVICE": "cpu",
-        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-        **override,
-    }
-
-
 def test_corrupted_onnx_file_stops_start_up_with_its_name(smoke_models):
     onnx = Path(_model_path(smoke_models["housing_mlp"]["tag"]), ONNX_FILE).read_bytes()
     tag = _tampered_copy(
         smoke_models["housing_mlp"]["tag"], "housing_mlp_corrupt", ONNX_FILE, onnx[: len(onnx) // 2]
     )
-    out = _failed_start(_models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
+    out = _failed_start(models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
     assert f"error: {tag}: {ONNX_FILE} could not be loaded by onnx" in out
     assert "python -m training.housing" in out and "Traceback" not in out
 
@@ -133,7 +124,7 @@ def test_torchscript_file_of_another_model_stops_start_up(smoke_models):
     tag = _tampered_copy(
         smoke_models["housing_mlp"]["tag"], "housing_mlp_swapped", TORCHSCRIPT_FILE, mnist_ts
     )
-    out = _failed_start(_models_env(smoke_models, MODEL_BACKEND="torchscript", HOUSING_MODEL=tag))
+    out = _failed_start(models_env(smoke_models, MODEL_BACKEND="torchscript", HOUSING_MODEL=tag))
     assert f"error: {tag}: its torchscript model does not take housing_mlp's input" in out
     assert "Traceback" not in out
 
@@ -145,6 +136,6 @@ def test_port_in_use_stops_start_up_with_one_line(smoke_models, workers):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="bentoml serve exited") as info:
-            Server(_models_env(smoke_models, WORKERS=workers), startup_timeout=120, port=port)
+            Server(models_env(smoke_models, WORKERS=workers), startup_timeout=120, port=port)
     out = str(info.value)
     assert f"error: 127.0.0.1:{port} is already in use" in out and "Traceback" not in out
