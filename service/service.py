@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from models import integrity
 from models.specs import HOUSING, MNIST, ModelSpec
 from service import patches
 from service.images import Invert
@@ -110,6 +111,14 @@ def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceS
 
     stored = stored_model(ref, spec)
     placement = resolve(config.model_backend, config.model_device)
+    filename = BACKENDS[placement.backend][1]
+    try:
+        if not integrity.verify(Path(stored.path) / filename, stored.info.metadata):
+            logger.warning(
+                "%s: no sha256 recorded for %s (registered before integrity checks)", stored.tag, filename
+            )
+    except integrity.IntegrityError as exc:
+        raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{spec.train_command}`") from None
     try:
         backend = load_backend(
             placement.backend, Path(stored.path), spec, placement.device, config.threads_per_worker()
@@ -122,7 +131,6 @@ def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceS
             "reinstall the environment (`make setup`) or rebuild the image (`make container`)"
         ) from exc
     except Exception as exc:  # whatever the runtime raises for a bad file: name the file and the fix
-        filename = BACKENDS[placement.backend][1]
         raise ModelLoadError(
             f"{stored.tag}: {filename} could not be loaded by {placement.backend} "
             f"({type(exc).__name__}: {first_line(exc)}); re-export it with `{spec.train_command}`"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import integrity
 from models.jit import torchscript_allowed
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
 
@@ -181,6 +182,8 @@ def register(
         "parity": parity,
         "onnx_opset": int(onnx.load(str(files.onnx), load_external_data=False).opset_import[0].version),
         "versions": library_versions(),
+        # sha256 of the files that passed the gate: the service refuses a file that differs
+        integrity.METADATA_KEY: integrity.describe([files.onnx, files.torchscript]),
     }
     # JSON round trip: tuples -> lists, str subclasses (torch's TorchVersion) -> str, for model.yaml.
     full_metadata = json.loads(json.dumps(full_metadata))

@@ -2,6 +2,7 @@
 corrupted model.onnx, a TorchScript file of another model, CUDA without a GPU, a port in use.
 `bentoml build` packs the service and both models."""
 
+import json
 import os
 import shutil
 import socket
@@ -96,12 +97,19 @@ def _model_path(tag: str) -> str:
     return bentoml.models.get(tag).path
 
 
-def _tampered_copy(tag: str, name: str, filename: str, content: bytes) -> str:
-    """A copy of a stored model under another name, with one file replaced (the original untouched)."""
+def _tampered_copy(tag: str, name: str, filename: str, content: bytes, *, registered: bool = True) -> str:
+    """A copy of a stored model under another name, with one file replaced (the original untouched).
+    registered=True: the replacement is what was registered (its sha256 in the metadata), as if the
+    exporter had produced it; False: the file was changed in the store afterwards."""
+    import hashlib
+
     import bentoml
 
     src = bentoml.models.get(tag)
-    with bentoml.models.create(name, metadata=dict(src.info.metadata)) as model:
+    metadata = json.loads(json.dumps(src.info.metadata))
+    if registered:
+        metadata["files"][filename] = {"sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+    with bentoml.models.create(name, metadata=metadata) as model:
         for f in Path(src.path).iterdir():
             if f.is_file() and f.name != "model.yaml":
                 shutil.copy(f, model.path)
@@ -117,6 +125,21 @@ def test_corrupted_onnx_file_stops_start_up_with_its_name(smoke_models):
     out = _failed_start(models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
     assert f"error: {tag}: {ONNX_FILE} could not be loaded by onnx" in out
     assert "python -m training.housing" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("backend,filename", [("onnx", ONNX_FILE), ("torchscript", TORCHSCRIPT_FILE)])
+def test_model_file_changed_after_registration_stops_start_up(smoke_models, backend, filename):
+    """The sha256 recorded at registration (after the parity gate) is checked at load: a file
+    changed in the store afterwards, even one that would still load, stops start-up with one line
+    naming the file and the command that re-exports it."""
+    original = Path(_model_path(smoke_models["housing_mlp"]["tag"]), filename).read_bytes()
+    tag = _tampered_copy(
+        smoke_models["housing_mlp"]["tag"], f"housing_mlp_changed_{backend}", filename, original + b"\0",
+        registered=False,
+    )  # fmt: skip
+    out = _failed_start(models_env(smoke_models, MODEL_BACKEND=backend, HOUSING_MODEL=tag))
+    assert f"error: {tag}: {filename} changed after it was registered (sha256 " in out, out[-2000:]
+    assert "re-export it with `python -m training.housing`" in out and "Traceback" not in out
 
 
 def test_torchscript_file_of_another_model_stops_start_up(smoke_models):

@@ -7,13 +7,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from models.integrity import sha256
 from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
 from tests.conftest import train
 
 
 def _stored(tag: str):
     model = bentoml.models.get(tag)
-    assert Path(model.path_of(ONNX_FILE)).is_file() and Path(model.path_of(TORCHSCRIPT_FILE)).is_file()
+    for name in (ONNX_FILE, TORCHSCRIPT_FILE):
+        path = Path(model.path_of(name))
+        # the sha256 recorded at registration is the stored file's (the service checks it at load)
+        assert model.info.metadata["files"][name] == {"sha256": sha256(path), "bytes": path.stat().st_size}
     return model
 
 
