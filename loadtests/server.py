@@ -35,6 +35,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.worker_pids: set[int] = set()  # workers seen answering /status while waiting for ready
         self.workers = 1  # the server's worker count, from /status once ready (the stock baseline: 1)
+        token = env.get("API_TOKEN", os.environ.get("API_TOKEN"))
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}  # for /status
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [
@@ -84,7 +86,8 @@ class Server:
         Servers without /status (the stock baseline) have one worker."""
 
         def status() -> requests.Response:
-            return requests.get(f"{self.url}/status", headers={"Connection": "close"}, timeout=5)
+            headers = {"Connection": "close", **self.headers}
+            return requests.get(f"{self.url}/status", headers=headers, timeout=5)
 
         first = status()
         if first.status_code == 404:

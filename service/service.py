@@ -27,6 +27,7 @@ from starlette.routing import Route
 from models import integrity
 from models.specs import HOUSING, MNIST, ModelSpec
 from service import patches
+from service.auth import BearerAuth
 from service.images import Invert
 from service.limits import BodySizeLimit
 from service.placement import BackendUnavailableError, resolve
@@ -226,7 +227,7 @@ class ModelService:
             "worker": {"index": server_context.worker_index, "pid": os.getpid()},
             "workers": settings.worker_count(),
             "placement": resolve(settings.model_backend, settings.model_device).as_dict(),
-            "settings": settings.model_dump(),
+            "settings": settings.model_dump(mode="json"),  # secrets as "**********"
             "models": {m.spec.name: m.status() for m in (self.housing, self.mnist)},
         }
 
@@ -285,4 +286,10 @@ class ModelService:
 
 
 ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+try:
+    _token = settings.token()
+except ValueError as exc:
+    raise SystemExit(f"error: {exc}") from None
+if _token is not None:
+    ModelService.add_asgi_middleware(BearerAuth, token=_token, open_paths=settings.auth_open_paths)
 preflight()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.device import available_cpus
@@ -52,12 +53,32 @@ class ServiceSettings(BaseSettings):
     # a burst cannot queue unbounded work (loadtests/burst.py; README "Overload").
     max_concurrency: int = Field(64, ge=1)
     request_timeout_s: int = Field(30, ge=1)
+    # Authentication (service/auth.py): off unless a token is set, in the environment or in a file
+    # (a mounted secret). Shown redacted in /status. Paths that stay open for probes and scrapers.
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    auth_open_paths: list[str] = ["/livez", "/readyz", "/metrics"]
     # Request limits.
     max_housing_rows: int = Field(1000, ge=1)
     max_images: int = Field(256, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
+
+    def token(self) -> str | None:
+        """The bearer token (API_TOKEN, or the first line of API_TOKEN_FILE), or None: no authentication."""
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("set API_TOKEN or API_TOKEN_FILE, not both")
+        if self.api_token_file is not None:
+            try:
+                token = self.api_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"API_TOKEN_FILE={self.api_token_file}: {exc.strerror}") from None
+        else:
+            token = self.api_token.get_secret_value().strip() if self.api_token else None
+        if token == "":
+            raise ValueError("the API token is empty (API_TOKEN / API_TOKEN_FILE)")
+        return token
 
     def worker_count(self) -> int:
         return self.workers or available_cpus()

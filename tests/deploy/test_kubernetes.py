@@ -50,7 +50,8 @@ def test_deployment_probes_security_and_resources(name):
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert {"cpu", "memory"} <= set(c["resources"]["limits"])
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["API_TOKEN"] is None  # from a Secret (valueFrom), never written in the manifest
     assert env["BENTOML_HOME"].startswith(tuple(mounts)), (env, mounts)  # writable, outside the image
     gpus = c["resources"]["limits"].get("nvidia.com/gpu")
     assert gpus == (1 if name == "deployment-gpu.yaml" else None)
