@@ -1,4 +1,4 @@
-"""ASGI middleware that rejects request bodies over a size limit with a 413 JSON error."""
+"""ASGI middleware for request bodies: over the size limit -> 413, compressed -> 415 (JSON errors)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding != b"identity":  # not decoded here: a gzip bomb would pass any body limit
+            name = encoding.decode(errors="replace")
+            message = f"Content-Encoding {name} is not supported; send the body uncompressed"
+            return await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():

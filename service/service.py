@@ -37,7 +37,7 @@ from service.settings import ServiceSettings, get_settings
 # A child of BentoML's logger: `bentoml serve` configures only that one (INFO, its format); others are muted.
 logger = logging.getLogger("bentoml.model_serving")
 settings = get_settings()
-patches.apply(settings.worker_count())
+patches.apply(settings.worker_count(), settings.max_header_bytes)
 
 
 class ModelNotFoundError(RuntimeError):

@@ -62,6 +62,7 @@ class ServiceSettings(BaseSettings):
     max_housing_rows: int = Field(1000, ge=1)
     max_images: int = Field(256, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
 

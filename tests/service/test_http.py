@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -332,3 +334,45 @@ def test_served_test_split_metrics_equal_stored_metrics(server, data_dir):
     h, m = result["housing_mlp"], result["mnist_cnn"]
     assert h["served_test_rmse"] == pytest.approx(h["stored_test_rmse"], abs=1e-6)
     assert m["served_test_accuracy"] == m["stored_test_accuracy"]
+
+
+def test_unknown_route_and_wrong_method_answer_json_errors(server):
+    r = requests.get(f"{server.url}/nope", timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": "GET /nope: Not Found"}
+    r = requests.get(f"{server.url}/predict_housing", timeout=10)
+    assert r.status_code == 405 and r.json()["error"] == "GET /predict_housing: Method Not Allowed"
+    assert r.headers["Allow"] == "POST"
+
+
+def test_compressed_body_is_refused_with_415(server):
+    body = gzip.compress(json.dumps({"features": [[1.0] * 8]}).encode())
+    r = requests.post(
+        f"{server.url}/predict_housing",
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        timeout=10,
+    )
+    assert r.status_code == 415 and "Content-Encoding gzip is not supported" in r.json()["error"]
+
+
+def _raw_get(server, extra_header: bytes) -> bytes:
+    """GET /livez over a raw socket with one extra header line; the answer's first bytes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n" + extra_header + b"\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and len(answer) > 100:
+                break
+        return answer
+
+
+def test_oversized_request_headers_get_431_and_the_worker_goes_on(server):
+    """MAX_HEADER_BYTES (64 KiB): an 8 MiB header is refused with a JSON 431, not read into memory;
+    a 30 KiB one is served, and so is the next normal request."""
+    answer = _raw_get(server, b"X-Big: " + b"a" * (8 << 20))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), head[:200]
+    assert "exceed 65536 bytes" in json.loads(body)["error"]
+    assert _raw_get(server, b"X-Ok: " + b"a" * 30_000).startswith(b"HTTP/1.1 200 ")
+    assert post(server, "predict_housing", features=[[1.0] * 8]).status_code == 200
