@@ -78,3 +78,6 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         main(argv)
     except USER_ERRORS as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl+C: registration is all or nothing (training.export.register)
+        print("interrupted: nothing was registered for this run; run it again to train", file=sys.stderr)
+        sys.exit(130)

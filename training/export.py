@@ -187,13 +187,42 @@ def register(
     }
     # JSON round trip: tuples -> lists, str subclasses (torch's TorchVersion) -> str, for model.yaml.
     full_metadata = json.loads(json.dumps(full_metadata))
-    with bentoml.models.create(
-        spec.name, labels=labels or {}, metadata=full_metadata, module="training.export"
-    ) as bento_model:
-        shutil.copyfile(files.onnx, bento_model.path_of(ONNX_FILE))
-        shutil.copyfile(files.torchscript, bento_model.path_of(TORCHSCRIPT_FILE))
+    tag = None
+    try:
+        with bentoml.models.create(
+            spec.name, labels=labels or {}, metadata=full_metadata, module="training.export"
+        ) as bento_model:
+            tag = bento_model.tag
+            shutil.copyfile(files.onnx, bento_model.path_of(ONNX_FILE))
+            shutil.copyfile(files.torchscript, bento_model.path_of(TORCHSCRIPT_FILE))
+    except BaseException:
+        # BentoML removes a half-copied model on an Exception but not on Ctrl+C (KeyboardInterrupt):
+        # whatever of this version reached the store goes, so that nothing half-written is served.
+        if tag is not None:
+            discard_version(tag)
+        raise
     logger.info("registered %s in the BentoML model store", bento_model.tag)
     return str(bento_model.tag)
+
+
+def discard_version(tag) -> None:
+    """Remove one version's folder from the model store (it may lack its model.yaml, which
+    `bentoml models delete` needs) and point `latest` back at the newest complete version."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    store = Path(BentoMLContainer.model_store_dir.get())
+    shutil.rmtree(store / tag.name / tag.version, ignore_errors=True)
+    latest = store / tag.name / "latest"
+    if latest.exists() and latest.read_text().strip() == tag.version:
+        versions = sorted(
+            (p for p in (store / tag.name).iterdir() if (p / "model.yaml").is_file()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if versions:
+            latest.write_text(versions[-1].name)
+        else:
+            latest.unlink()
+    logger.warning("removed the unfinished %s from the model store", tag)
 
 
 def export_and_register(
