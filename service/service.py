@@ -29,7 +29,7 @@ from models.specs import HOUSING, MNIST, ModelSpec
 from service import patches
 from service.auth import BearerAuth
 from service.images import Invert
-from service.limits import BodySizeLimit
+from service.limits import RequestLimits
 from service.placement import BackendUnavailableError, resolve
 from service.schemas import DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
@@ -285,7 +285,9 @@ class ModelService:
         return digit_predictions(self.mnist.predict(x[None, None]))[0]
 
 
-ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+ModelService.add_asgi_middleware(
+    RequestLimits, max_body_bytes=settings.max_body_bytes, max_inflight_bytes=settings.max_inflight_bytes
+)
 try:
     _token = settings.token()
 except ValueError as exc:

@@ -46,12 +46,14 @@ class ServiceSettings(BaseSettings):
     housing_max_latency_ms: int = Field(500, ge=1)
     mnist_max_batch_size: int = Field(64, ge=2)  # images: 64 images = ~11-22 ms of model time
     mnist_max_latency_ms: int = Field(1000, ge=1)
-    # Overload: requests in flight per worker beyond which new ones get an immediate 429 (BentoML's
-    # traffic.max_concurrency; health, readiness and metrics endpoints are exempt). Queued work past
-    # the batching deadline (max_latency_ms above) is shed with 503, and nothing runs longer than
-    # request_timeout_s (504). 64 per worker: well above the 32-connection load tests, low enough that
-    # a burst cannot queue unbounded work (loadtests/burst.py; README "Overload").
-    max_concurrency: int = Field(64, ge=1)
+    # Admission by cost, per worker (README "Bad input, overload and faults"): a request is shed with
+    # 503 when its queue wait would pass the batching deadline (max_latency_ms above), or when the
+    # bodies and headers of the requests the worker holds would pass max_inflight_bytes (service/
+    # limits.py); max_concurrency is only a generous hard cap on requests in flight (429; BentoML's
+    # traffic.max_concurrency, health/readiness/metrics exempt): a count is the wrong measure when one
+    # request is a row and another 256 images. Nothing runs longer than request_timeout_s (504).
+    max_concurrency: int = Field(1000, ge=1)
+    max_inflight_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
     request_timeout_s: int = Field(30, ge=1)
     # Authentication (service/auth.py): off unless a token is set, in the environment or in a file
     # (a mounted secret). Shown redacted in /status. Paths that stay open for probes and scrapers.

@@ -22,7 +22,15 @@ import logging
 
 import bentoml
 
-from service.patches import batching, error_bodies, header_limit, media_type, openapi_doc, reuseport, timeout
+from service.patches import (
+    batching,
+    error_bodies,
+    header_limit,
+    media_type,
+    openapi_doc,
+    reuseport,
+    timeout,
+)
 
 logger = logging.getLogger(__name__)
 
