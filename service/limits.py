@@ -5,7 +5,7 @@
 - the memory of all requests in flight in this worker: their bodies and headers together may hold at
   most `max_inflight_bytes`; a request that would pass it is shed at once with 503 and `Retry-After`
   (admission by cost: 64 single-row requests are a few KB, 64 requests of 256 images 80 MB).
-JSON error bodies throughout."""
+A body that does not arrive in time is service/patches/header_limit.py's (408). JSON error bodies."""
 
 from __future__ import annotations
 
@@ -19,18 +19,9 @@ class RequestLimits:
         self.max_inflight_bytes = max_inflight_bytes
         self.inflight_bytes = 0  # bodies + headers of the requests this worker holds now
 
-    async def _reject(self, scope, receive, send, size: str) -> None:
-        message = f"request body is {size} bytes; the limit is {self.max_bytes} bytes"
-        await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
-
-    async def _shed(self, scope, receive, send, cost: int) -> None:
-        message = (
-            f"overloaded: {self.inflight_bytes} bytes of requests are in memory in this worker and this "
-            f"one brings {cost} (MAX_INFLIGHT_BYTES {self.max_inflight_bytes}); retry later"
-        )
-        await JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})(
-            scope, receive, send
-        )
+    @staticmethod
+    async def _error(scope, receive, send, status: int, message: str, headers: dict | None = None) -> None:
+        await JSONResponse({"error": message}, status_code=status, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
@@ -40,16 +31,19 @@ class RequestLimits:
         if encoding != b"identity":  # not decoded here: a gzip bomb would pass any body limit
             name = encoding.decode(errors="replace")
             message = f"Content-Encoding {name} is not supported; send the body uncompressed"
-            return await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
+            return await self._error(scope, receive, send, 415, message)
         head = sum(len(k) + len(v) for k, v in scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await self._reject(scope, receive, send, "of unknown size")
-            if int(length) > self.max_bytes:
-                return await self._reject(scope, receive, send, length.decode())
-            return await self._admitted(scope, receive, send, head + int(length))
-        # No Content-Length (chunked): read up to the limit before handing the body on.
+        if length is None:  # chunked: read up to the limit, then admitted with its real size
+            return await self._chunked(scope, receive, send, head)
+        if not length.isdigit():
+            return await self._error(scope, receive, send, 413, "request body of unknown size")
+        if int(length) > self.max_bytes:
+            message = f"request body is {length.decode()} bytes; the limit is {self.max_bytes} bytes"
+            return await self._error(scope, receive, send, 413, message)
+        return await self._admitted(scope, receive, send, head + int(length))
+
+    async def _chunked(self, scope, receive, send, head: int) -> None:
         chunks, total = [], 0
         while True:
             message = await receive()
@@ -58,7 +52,8 @@ class RequestLimits:
             chunks.append(message.get("body", b""))
             total += len(chunks[-1])
             if total > self.max_bytes:
-                return await self._reject(scope, receive, send, f"more than {self.max_bytes}")
+                message = f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}"
+                return await self._error(scope, receive, send, 413, message)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -76,7 +71,11 @@ class RequestLimits:
     async def _admitted(self, scope, receive, send, cost: int) -> None:
         """Run the request if its cost fits the in-flight budget (one request always fits an idle worker)."""
         if self.inflight_bytes and self.inflight_bytes + cost > self.max_inflight_bytes:
-            return await self._shed(scope, receive, send, cost)
+            message = (
+                f"overloaded: {self.inflight_bytes} bytes of requests are in memory in this worker and "
+                f"this one brings {cost} (MAX_INFLIGHT_BYTES {self.max_inflight_bytes}); retry later"
+            )
+            return await self._error(scope, receive, send, 503, message, {"Retry-After": "1"})
         self.inflight_bytes += cost
         try:
             return await self.app(scope, receive, send)

@@ -37,7 +37,7 @@ from service.settings import ServiceSettings, get_settings
 # A child of BentoML's logger: `bentoml serve` configures only that one (INFO, its format); others are muted.
 logger = logging.getLogger("bentoml.model_serving")
 settings = get_settings()
-patches.apply(settings.worker_count(), settings.max_header_bytes)
+patches.apply(settings.worker_count(), settings)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -286,7 +286,9 @@ class ModelService:
 
 
 ModelService.add_asgi_middleware(
-    RequestLimits, max_body_bytes=settings.max_body_bytes, max_inflight_bytes=settings.max_inflight_bytes
+    RequestLimits,
+    max_body_bytes=settings.max_body_bytes,
+    max_inflight_bytes=settings.max_inflight_bytes,
 )
 try:
     _token = settings.token()

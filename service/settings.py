@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
     max_images: int = Field(256, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)
+    # Slow clients (a byte a second): the head must arrive within header_timeout_s of the connection
+    # or of its first byte (408), the body within body_timeout_s of the head (408).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
 

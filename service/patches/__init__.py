@@ -10,7 +10,8 @@
               (stock: a list), a request shed by the batcher says "overloaded, retry" (stock: "unexpected").
 - openapi_doc: /docs.json as the service behaves: the `detail` of a 400 is the list of validation
               errors (stock: string), request bodies are required (stock: optional).
-- header_limit: the request line + headers of a request are bounded (431), httptools has no limit.
+- header_limit: request heads are bounded in size (431), heads and bodies in time (408): httptools
+              sets neither limit.
 - reuseport:  with 2+ workers, one SO_REUSEPORT listening socket per worker, so that the kernel
               spreads connections (stock: all workers accept from one socket and one takes most);
               with any number, a port in use stops start-up with one line.
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 PATCHED_SERIES = "1.4."
 
 
-def apply(workers: int = 1, max_header_bytes: int = 64 * 1024) -> bool:
+def apply(workers: int, settings) -> bool:
     """Install the patches on the BentoML series they were written for; True when applied."""
     if not bentoml.__version__.startswith(PATCHED_SERIES):
         logger.warning(
@@ -53,5 +54,5 @@ def apply(workers: int = 1, max_header_bytes: int = 64 * 1024) -> bool:
     openapi_doc.apply()
     error_bodies.apply()
     reuseport.apply(workers)
-    header_limit.apply(max_header_bytes)
+    header_limit.apply(settings.max_header_bytes, settings.header_timeout_s, settings.body_timeout_s)
     return True

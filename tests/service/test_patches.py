@@ -200,7 +200,9 @@ def test_stock_bentoml_error_bodies_still_need_the_patch(smoke_models):
 
 
 def test_patches_are_installed_on_bentoml_1_4():
-    assert patches.apply(workers=1) is True
+    from service.settings import ServiceSettings
+
+    assert patches.apply(1, ServiceSettings()) is True
     assert traffic.TimeoutMiddleware.__call__ is timeout.patched_call
     assert IOMixin.mime_type.__func__ is media_type.cached_mime_type.__func__
     assert Optimizer.trigger_refresh is batching.refresh_without_hold
