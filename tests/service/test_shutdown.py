@@ -35,6 +35,7 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(smoke_models):
     env = {
         "MODEL_DEVICE": "cpu",
         "MNIST_MAX_LATENCY_MS": "60000",  # this test is about shutdown: no shedding of the queued requests
+        "MAX_INFLIGHT_BYTES": str(64 << 20),  # ... by the deadline or by their bytes (16 x 1.5 MB)
         "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
         "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
     }
