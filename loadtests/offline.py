@@ -20,7 +20,7 @@ import numpy as np
 from models.device import DeviceUnavailableError, available_cpus
 from models.specs import HOUSING, MNIST
 from service.backends import load_backend
-from service.placement import choose
+from service.placement import BackendUnavailableError, choose
 from service.settings import get_settings
 
 BATCHES = {HOUSING.name: (1, 8, 64, 1000), MNIST.name: (1, 8, 64, 256)}
@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for device, kind in itertools.product(args.devices.split(","), args.backends.split(",")):
         try:
-            device = choose(kind, device).device  # `cuda` that cannot be had stops here
-        except DeviceUnavailableError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            device = choose(kind, device).device  # `cuda` that cannot be had: skipped, said why
+        except (DeviceUnavailableError, BackendUnavailableError) as exc:
+            print(f"{device:4} {kind:12} skipped: {exc}")
+            continue
         for spec in (HOUSING, MNIST):
             model = bentoml.models.get(tags[spec.name])
             backend = load_backend(kind, Path(model.path), spec, device, args.threads)

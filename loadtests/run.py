@@ -154,6 +154,8 @@ def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
 def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: Path, ceilings: dict) -> dict:
     name, device, backend = combo["server"], combo["device"], combo["backend"]
     prefix = out / f"{name}-{device}-{backend}-w{server.workers}-{endpoint}-u{users}"
+    for stale in glob.glob(f"{glob.escape(str(prefix))}[-_.]*"):  # a previous run into the same folder
+        Path(stale).unlink()
     before = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
     sampler = ResourceSampler(server.proc.pid, period=0.5, gpu=device == "cuda")
     sampler.start()
@@ -169,7 +171,7 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     checked, t0, t1 = checks(prefix, endpoint)
     # Throughput over the load's window (Locust's own req/s divides by the time since its master
     # started, start-up included, in distributed mode).
-    stats["rps"] = stats["requests"] / (t1 - t0)
+    stats["rps"] = stats["requests"] / max(t1 - t0, 1e-3)
     option, model = ENDPOINTS[endpoint][1], ENDPOINTS[endpoint][2]
     items = getattr(args, option) if option else 1
     ceiling = ceilings.get((device, backend, model))
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> Path:
                         results.append(measure(server, combo, endpoint, users, args, out, ceilings))
                     except GeneratorError as exc:
                         problems.append(f"{label} {endpoint} users={users}: load generator failed: {exc}")
+                        logger.error(problems[-1])
+                    except requests.RequestException as exc:  # the server went away mid-sweep
+                        problems.append(f"{label} {endpoint} users={users}: server unreachable: {exc}")
                         logger.error(problems[-1])
                     save()
     save()

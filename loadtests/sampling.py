@@ -131,7 +131,7 @@ class ResourceSampler(threading.Thread):
         def rate(values: list[float]) -> float:  # cumulative seconds -> % of one core over the window
             v = np.array(values)
             known = ~np.isnan(v)  # the generator: not started yet / exited
-            tk, vk = t[known], v[known]
+            tk, vk = t[known], np.maximum.accumulate(v[known])
             if t1 <= t0 or len(tk) < 2 or tk[0] > t0 + self.period or tk[-1] < t1 - self.period:
                 return float("nan")
             return float(100 * (np.interp(t1, tk, vk) - np.interp(t0, tk, vk)) / (t1 - t0))

@@ -77,6 +77,8 @@ def nvidia_gpus() -> tuple[list[str], str]:
             pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
             for i in range(pynvml.nvmlDeviceGetCount())
         ]
+    except pynvml.NVMLError as exc:  # no permission, a GPU lost: no usable GPU, and why
+        return [], f"NVML could not list the GPUs ({exc})"
     finally:
         pynvml.nvmlShutdown()
     names = [n.decode() if isinstance(n, bytes) else n for n in names]

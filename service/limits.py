@@ -44,19 +44,32 @@ class RequestLimits:
         return await self._admitted(scope, receive, send, head + int(length))
 
     async def _chunked(self, scope, receive, send, head: int) -> None:
+        """A body of unknown size: read here, its bytes counted in the budget as they arrive, then
+        handed on as one message."""
         chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            total += len(chunks[-1])
-            if total > self.max_bytes:
-                message = f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}"
-                return await self._error(scope, receive, send, 413, message)
-            if not message.get("more_body", False):
-                break
+        self.inflight_bytes += head
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                total += len(chunk)
+                self.inflight_bytes += len(chunk)
+                if total > self.max_bytes:
+                    message = (
+                        f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}"
+                    )
+                    return await self._error(scope, receive, send, 413, message)
+                if self.inflight_bytes > self.max_inflight_bytes and self.inflight_bytes > head + total:
+                    return await self._shed(scope, receive, send, head + total)
+                if not message.get("more_body", False):
+                    break
+        finally:
+            self.inflight_bytes -= head + total
         body = b"".join(chunks)
+        del chunks
         replayed = False
 
         async def replay():
@@ -66,16 +79,20 @@ class RequestLimits:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self._admitted(scope, replay, send, head + len(body))
+        return await self._admitted(scope, replay, send, head + len(body), counted=True)
 
-    async def _admitted(self, scope, receive, send, cost: int) -> None:
-        """Run the request if its cost fits the in-flight budget (one request always fits an idle worker)."""
-        if self.inflight_bytes and self.inflight_bytes + cost > self.max_inflight_bytes:
-            message = (
-                f"overloaded: {self.inflight_bytes} bytes of requests are in memory in this worker and "
-                f"this one brings {cost} (MAX_INFLIGHT_BYTES {self.max_inflight_bytes}); retry later"
-            )
-            return await self._error(scope, receive, send, 503, message, {"Retry-After": "1"})
+    async def _shed(self, scope, receive, send, cost: int) -> None:
+        message = (
+            f"overloaded: {self.inflight_bytes} bytes of requests are in memory in this worker and "
+            f"this one brings {cost} (MAX_INFLIGHT_BYTES {self.max_inflight_bytes}); retry later"
+        )
+        return await self._error(scope, receive, send, 503, message, {"Retry-After": "1"})
+
+    async def _admitted(self, scope, receive, send, cost: int, counted: bool = False) -> None:
+        """Run the request if its cost fits the in-flight budget (one request always fits an idle
+        worker); `counted`: a chunked body whose bytes already passed the budget while being read."""
+        if not counted and self.inflight_bytes and self.inflight_bytes + cost > self.max_inflight_bytes:
+            return await self._shed(scope, receive, send, cost)
         self.inflight_bytes += cost
         try:
             return await self.app(scope, receive, send)

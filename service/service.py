@@ -100,13 +100,19 @@ def preflight() -> None:
         placement = resolve(settings.model_backend, settings.model_device)
         logger.info("%s; %d worker(s)", placement.reason, settings.worker_count())
         if server_context.worker_index is None:
+            # On the CPU: the files are checked the same, and this long-lived process keeps no CUDA
+            # context (GPU memory) that only the workers need.
             for ref, spec in MODELS:
-                warm_up(load_model(ref, spec, settings), (1, 2))
+                warm_up(load_model(ref, spec, settings, device="cpu"), (1, 2))
     except (ModelNotFoundError, DeviceUnavailableError, BackendUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
-def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceSettings) -> ServedModel:
+def load_model(
+    ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceSettings, device: str | None = None
+) -> ServedModel:
+    """The model's file for the chosen backend, checked against its recorded sha256 and loaded on the
+    chosen device (or on `device`)."""
     from models.device import DeviceUnavailableError
     from service.backends import BACKENDS, load_backend
 
@@ -122,7 +128,11 @@ def load_model(ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceS
         raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{spec.train_command}`") from None
     try:
         backend = load_backend(
-            placement.backend, Path(stored.path), spec, placement.device, config.threads_per_worker()
+            placement.backend,
+            Path(stored.path),
+            spec,
+            device or placement.device,
+            config.threads_per_worker(),
         )
     except DeviceUnavailableError:
         raise
@@ -285,15 +295,17 @@ class ModelService:
         return digit_predictions(self.mnist.predict(x[None, None]))[0]
 
 
-ModelService.add_asgi_middleware(
-    RequestLimits,
-    max_body_bytes=settings.max_body_bytes,
-    max_inflight_bytes=settings.max_inflight_bytes,
-)
+# BentoML wraps the app in these in the order added, the first outermost: authentication first, so
+# that a client without the token cannot take a worker's byte budget.
 try:
     _token = settings.token()
 except ValueError as exc:
     raise SystemExit(f"error: {exc}") from None
 if _token is not None:
     ModelService.add_asgi_middleware(BearerAuth, token=_token, open_paths=settings.auth_open_paths)
+ModelService.add_asgi_middleware(
+    RequestLimits,
+    max_body_bytes=settings.max_body_bytes,
+    max_inflight_bytes=settings.max_inflight_bytes,
+)
 preflight()

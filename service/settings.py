@@ -78,7 +78,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError("set API_TOKEN or API_TOKEN_FILE, not both")
         if self.api_token_file is not None:
             try:
-                token = self.api_token_file.read_text().strip()
+                token = (self.api_token_file.read_text().splitlines() or [""])[0].strip()
             except OSError as exc:
                 raise ValueError(f"API_TOKEN_FILE={self.api_token_file}: {exc.strerror}") from None
         else:

@@ -27,7 +27,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mmdebstrap --quiet --variant=minbase --include=python3.11,python3-pip,python3-venv,ca-certificates \
     --customize-hook='mkdir -p "$1/usr/local/share/ca-certificates"' \
-    --customize-hook='cp -r /usr/local/share/ca-certificates/. "$1/usr/local/share/ca-certificates/"' \
+    --customize-hook='[ ! -d /usr/local/share/ca-certificates ] || cp -r /usr/local/share/ca-certificates/. "$1/usr/local/share/ca-certificates/"' \
     --customize-hook='chroot "$1" update-ca-certificates' \
     --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
     --customize-hook='for n in python python3; do ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$n"; done' \

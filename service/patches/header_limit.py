@@ -51,6 +51,13 @@ def _refuse(self, status: int, message: str) -> None:
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
     """Once a second: refuse the connections whose head or body is overdue."""
+    try:
+        _refuse_overdue(connections)
+    finally:  # whatever happened, keep sweeping
+        loop.call_later(SWEEP_S, _sweep, loop, connections)
+
+
+def _refuse_overdue(connections: set) -> None:
     now = time.monotonic()
     for conn in list(connections):
         phase = getattr(conn, "_phase", None)
@@ -65,7 +72,6 @@ def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
             if cycle is not None and not cycle.response_started:
                 limit = _limits["body_timeout_s"]
                 _refuse(conn, 408, f"request body not received within {limit:g} s (BODY_TIMEOUT_S)")
-    loop.call_later(SWEEP_S, _sweep, loop, connections)
 
 
 def _enter(self, phase: str | None) -> None:

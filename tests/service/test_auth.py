@@ -68,7 +68,7 @@ def test_the_token_is_never_shown(server):
 
 def test_token_sources(tmp_path):
     secret_file = tmp_path / "token"
-    secret_file.write_text("from-a-file\n")
+    secret_file.write_text("from-a-file\nsecond line, ignored\n")
     assert ServiceSettings(api_token_file=secret_file).token() == "from-a-file"
     assert ServiceSettings(api_token="from-env").token() == "from-env"
     assert ServiceSettings().token() is None
