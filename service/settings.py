@@ -53,7 +53,7 @@ class ServiceSettings(BaseSettings):
     # traffic.max_concurrency, health/readiness/metrics exempt): a count is the wrong measure when one
     # request is a row and another 256 images. Nothing runs longer than request_timeout_s (504).
     max_concurrency: int = Field(1000, ge=1)
-    max_inflight_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
+    max_inflight_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     request_timeout_s: int = Field(30, ge=1)
     # Authentication (service/auth.py): off unless a token is set, in the environment or in a file
     # (a mounted secret). Shown redacted in /status. Paths that stay open for probes and scrapers.
