@@ -32,14 +32,15 @@ from loadtests.report import batch_histogram, locust_stats, mean_batch, write_re
 from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
 from models.device import available_cpus, nvidia_gpus
+from models.specs import HOUSING, MNIST
 from training.data import DatasetMissingError, default_data_dir, require_datasets
 
 logger = logging.getLogger("loadtests.run")
 
 ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model)
-    "predict_housing": ("HousingUser", "housing_rows", "housing_mlp"),
-    "classify_digits": ("DigitsJsonUser", "mnist_images", "mnist_cnn"),
-    "classify_digit_image": ("DigitsPngUser", None, "mnist_cnn"),
+    "predict_housing": ("HousingUser", "housing_rows", HOUSING.name),
+    "classify_digits": ("DigitsJsonUser", "mnist_images", MNIST.name),
+    "classify_digit_image": ("DigitsPngUser", None, MNIST.name),
 }
 STOCK_ENDPOINTS = ("predict_housing", "classify_digits")  # loadtests/stock_service.py: ONNX on CPU only
 
@@ -142,7 +143,7 @@ def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
     from service.settings import ServiceSettings
 
     settings = ServiceSettings()
-    max_batch = {"housing_mlp": settings.housing_max_batch_size, "mnist_cnn": settings.mnist_max_batch_size}
+    max_batch = {HOUSING.name: settings.housing_max_batch_size, MNIST.name: settings.mnist_max_batch_size}
     best: dict[tuple[str, str, str], float] = {}
     for row in json.loads(path.read_text()):
         if row["batch"] <= max_batch[row["model"]]:
@@ -194,7 +195,8 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     return row
 
 
-def header(args, argv: list[str] | None, problems: list[str]) -> str:
+def header(args, argv: list[str] | None) -> str:
+    """The report's title, command and machine (asked once per sweep: NVML, psutil)."""
     gpus, why = nvidia_gpus()
     return "\n".join([
         "# Load test report", "",
@@ -205,7 +207,6 @@ def header(args, argv: list[str] | None, problems: list[str]) -> str:
         f"{100 * available_cpus()} = all). {args.duration} s per run; {args.housing_rows} row(s) per housing "
         f"request, {args.mnist_images} image(s) per /classify_digits request; Locust processes: "
         f"{args.processes}.",
-        *[f"- {s}" for s in problems], "",
     ])  # fmt: skip
 
 
@@ -222,9 +223,10 @@ def main(argv: list[str] | None = None) -> Path:
     results: list[dict] = []
     problems: list[str] = []
     report = out / "report.md"
+    intro = header(args, argv)
 
     def save() -> None:
-        write_report(results, out, header(args, argv, problems))
+        write_report(results, out, "\n".join([intro, *[f"- {s}" for s in problems], ""]))
 
     for device, name, backend, workers in itertools.product(
         args.devices, args.servers, args.backends, args.workers

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 CUDA_PROVIDER = "CUDAExecutionProvider"  # ONNX Runtime's, in onnxruntime-gpu
+# Its options: TF32 off (its default is on), FP32 as on the CPU, so parity and served labels hold.
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -151,9 +154,11 @@ def _v1_quota(folder: Path) -> float | None:
     return None if quota <= 0 or period <= 0 else quota / period
 
 
+@cache
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask (taskset, cpusets), capped by a cgroup CPU quota
-    rounded down (a 2-CPU container on a 64-core host gets 2, not 64); at least 1."""
+    rounded down (a 2-CPU container on a 64-core host gets 2, not 64); at least 1. Read once per process
+    (settings ask for it on every /status)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

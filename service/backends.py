@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.device import CUDA_PROVIDER, DeviceUnavailableError, full_precision_cuda
+from models.device import CUDA_PROVIDER, CUDA_PROVIDER_OPTIONS, DeviceUnavailableError, full_precision_cuda
 from models.jit import torchscript_allowed
 from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
 
@@ -45,8 +45,8 @@ class OnnxBackend:
         # Idle intra-op threads must not spin: on a few cores they would steal CPU from the event loop
         # that parses the next requests (measured: bimodal single-client latency with spinning).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # ONNX Runtime's CUDA provider uses TF32 by default: off, FP32 as on the CPU (parity, labels).
-        providers = [(CUDA_PROVIDER, {"use_tf32": "0"}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
+        cuda = (CUDA_PROVIDER, CUDA_PROVIDER_OPTIONS)
+        providers = [cuda, CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         if device == "cuda" and self.session.get_providers()[0] != CUDA_PROVIDER:
             raise DeviceUnavailableError(

@@ -47,7 +47,8 @@ class BackendUnavailableError(RuntimeError):
     """The backend asked for needs a library this environment (image) does not have."""
 
 
-# The container images (bentofile.yaml: cpu, bentofile-gpu.yaml: gpu) differ in what they install:
+# The container images (bentofile.yaml: cpu; deploy/container/gpu_bentofile.py derives the gpu one)
+# differ in what they install:
 # the cpu image has ONNX Runtime and no torch. A backend that needs torch there is a start-up error
 # that names the image to use.
 TORCH_MISSING = (
@@ -85,7 +86,9 @@ def choose(backend: str, device: str) -> Placement:
         if gpu is None:
             if device == "cuda":
                 raise DeviceUnavailableError(f"MODEL_DEVICE=cuda: {why_not}; use MODEL_DEVICE=cpu or auto")
-            return Placement("onnx", "cpu", f"auto: {gpus[0]} present but {why_not} -> onnx on cpu")
+            return Placement(
+                AUTO_BACKEND["cpu"], "cpu", f"auto: {gpus[0]} present but {why_not} -> onnx on cpu"
+            )
         return Placement(AUTO_BACKEND["cuda"], "cuda", f"auto: {gpu} present -> torchscript on cuda", gpu)
     if backend == "torchscript":
         if not has_torch():

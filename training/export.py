@@ -76,7 +76,13 @@ def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.nda
     installed and a GPU is present (the serving devices of service.placement)."""
     import onnxruntime as ort
 
-    from models.device import CUDA_PROVIDER, full_precision_cuda, nvidia_gpus, onnx_cuda_provider
+    from models.device import (
+        CUDA_PROVIDER,
+        CUDA_PROVIDER_OPTIONS,
+        full_precision_cuda,
+        nvidia_gpus,
+        onnx_cuda_provider,
+    )
 
     def torchscript_on(device: str):
         with torchscript_allowed():
@@ -88,19 +94,18 @@ def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.nda
 
         return run
 
-    def onnx_on(providers: list):
-        session = ort.InferenceSession(str(files.onnx), providers=providers)
-        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
-        if session.get_providers()[0] != wanted:
-            raise ParityError(f"{spec.name}: ONNX Runtime did not get {wanted}: {session.get_providers()}")
+    def onnx_on(provider: str, options: dict | None = None):
+        session = ort.InferenceSession(str(files.onnx), providers=[(provider, options or {})])
+        if session.get_providers()[0] != provider:
+            raise ParityError(f"{spec.name}: ONNX Runtime did not get {provider}: {session.get_providers()}")
         return lambda x: session.run([spec.output_name], {spec.input_name: x})[0]
 
-    out = {"torchscript": torchscript_on("cpu"), "onnx": onnx_on(["CPUExecutionProvider"])}
+    out = {"torchscript": torchscript_on("cpu"), "onnx": onnx_on("CPUExecutionProvider")}
     if torch.cuda.is_available():
         full_precision_cuda()
         out["torchscript_cuda"] = torchscript_on("cuda")
         if nvidia_gpus()[0] and onnx_cuda_provider()[0]:
-            out["onnx_cuda"] = onnx_on([(CUDA_PROVIDER, {"use_tf32": "0"})])  # TF32 is its default
+            out["onnx_cuda"] = onnx_on(CUDA_PROVIDER, CUDA_PROVIDER_OPTIONS)
     return out
 
 
