@@ -41,11 +41,14 @@ class ServiceSettings(BaseSettings):
     # which a queued request is shed with a 503, and it also scales the dispatcher's initial
     # latency estimate. Measured (README): housing at 50 ms shed requests of a cold 50-request
     # burst, 500 ms did not; MNIST at 100 ms shed single 250-image requests (split into 4 batches)
-    # with 503. Neither deadline costs single-client latency (p50 3-4 ms).
+    # with 503. MNIST at 1000 ms shed 7-20 % of 32 connections of 64-image requests on a busy machine
+    # (BentoML predicts the head's latency as its wait plus the cost of the *whole* queue, so it sheds
+    # at ~0.6 s of real latency); 3000 ms shed none (p99 1.1 s). Neither deadline costs single-client
+    # latency (p50 3-4 ms); the byte budget below bounds the queue's memory either way.
     housing_max_batch_size: int = Field(1000, ge=2)  # rows: 1000 rows = ~4 ms of model time
     housing_max_latency_ms: int = Field(500, ge=1)
     mnist_max_batch_size: int = Field(64, ge=2)  # images: 64 images = ~11-22 ms of model time
-    mnist_max_latency_ms: int = Field(1000, ge=1)
+    mnist_max_latency_ms: int = Field(3000, ge=1)
     # Admission by cost, per worker (README "Bad input, overload and faults"): a request is shed with
     # 503 when its queue wait would pass the batching deadline (max_latency_ms above), or when the
     # bodies and headers of the requests the worker holds would pass max_inflight_bytes (service/
