@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AllowInfNan, BaseModel, Field, Strict
+from pydantic import AllowInfNan, BaseModel, Field, PrivateAttr, Strict
 
 from models.specs import HOUSING_FEATURES, MNIST_IMAGE_SIZE, MNIST_NUM_CLASSES
 from service.settings import get_settings
@@ -16,9 +16,12 @@ _settings = get_settings()
 FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
 # Housing values are bounded so that no accepted row can overflow float32 inside the model (the
 # real data stays below 40,000; log1p columns are clamped at 0 in the graph, so negatives are safe).
+# The same bounds hold for every protocol (service/oip.py checks V2 tensors against them).
 MAX_ABS_FEATURE = 1e6
-HousingValue = Annotated[FiniteFloat, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
-Pixel = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
+HOUSING_RANGE = (-MAX_ABS_FEATURE, MAX_ABS_FEATURE)
+PIXEL_RANGE = (0.0, 1.0)
+HousingValue = Annotated[FiniteFloat, Field(ge=HOUSING_RANGE[0], le=HOUSING_RANGE[1])]
+Pixel = Annotated[float, Strict(), Field(ge=PIXEL_RANGE[0], le=PIXEL_RANGE[1])]
 
 HousingRow = Annotated[
     list[HousingValue],
@@ -51,3 +54,5 @@ class DigitPrediction(BaseModel):
     probabilities: list[float] = Field(
         min_length=MNIST_NUM_CLASSES, max_length=MNIST_NUM_CLASSES, description="softmax over 0..9"
     )
+    # The model's own output (float32), kept for the Open Inference Protocol's `logits`; never serialized.
+    _logits: object = PrivateAttr(default=None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +27,67 @@ from starlette.routing import Route
 
 from models import integrity
 from models.specs import HOUSING, MNIST, ModelSpec
-from service import patches
+from service import oip, oip_openapi, patches
 from service.auth import BearerAuth
 from service.images import Invert
 from service.limits import RequestLimits
+from service.oip_routes import Binding, OipRoutes
 from service.placement import BackendUnavailableError, resolve
-from service.schemas import DigitPrediction, HousingFeatures, Images
+from service.schemas import HOUSING_RANGE, PIXEL_RANGE, DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
+from service.timing import ServerTiming, record_unbatched
 
 # A child of BentoML's logger: `bentoml serve` configures only that one (INFO, its format); others are muted.
 logger = logging.getLogger("bentoml.model_serving")
 settings = get_settings()
-patches.apply(settings.worker_count(), settings)
+SERVICE_NAME = "model_serving"
+
+# The Open Inference Protocol's view of each model (service/oip_routes.py): V2 requests join the
+# batches of the JSON API that serves the same model.
+V2_MODELS = {
+    HOUSING.name: Binding(
+        oip.ModelInterface(
+            HOUSING.name,
+            oip.Tensor(HOUSING.input_name, HOUSING.input_shape),
+            (oip.Tensor(HOUSING.output_name, HOUSING.output_shape),),
+            settings.max_housing_rows,
+            HOUSING_RANGE,
+        ),
+        api="predict_housing",
+        to_api=list,  # rows
+        outputs=lambda values: {HOUSING.output_name: np.asarray(values, dtype=np.float32)[:, None]},
+        batch_items=settings.housing_max_batch_size,
+        deadline_ms=settings.housing_max_latency_ms,
+    ),
+    MNIST.name: Binding(
+        oip.ModelInterface(
+            MNIST.name,
+            oip.Tensor(MNIST.input_name, MNIST.input_shape),
+            (
+                oip.Tensor(MNIST.output_name, MNIST.output_shape),
+                oip.Tensor("probabilities", MNIST.output_shape),
+            ),
+            settings.max_images,
+            PIXEL_RANGE,
+        ),
+        api="classify_digits",
+        to_api=lambda images: list(images[:, 0]),  # (28, 28) images, as the JSON API takes them
+        outputs=lambda predictions: {
+            MNIST.output_name: np.stack([p._logits for p in predictions]),
+            "probabilities": np.asarray([p.probabilities for p in predictions], dtype=np.float32),
+        },
+        batch_items=settings.mnist_max_batch_size,
+        deadline_ms=settings.mnist_max_latency_ms,
+    ),
+}
+patches.apply(
+    settings.worker_count(),
+    settings,
+    route_builders=[
+        lambda factory: OipRoutes(factory, V2_MODELS, SERVICE_NAME, settings.worker_count()).routes()
+    ],
+    doc_paths=oip_openapi.paths(list(V2_MODELS)),
+)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -54,6 +104,10 @@ class ServedModel:
     tag: str
     metadata: dict
     backend: object  # service.backends.Backend
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[1]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.backend(np.ascontiguousarray(x, dtype=np.float32))
@@ -182,7 +236,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def digit_predictions(logits: np.ndarray) -> list[DigitPrediction]:
     probs = softmax(logits.astype(np.float64))
-    return [DigitPrediction(label=int(p.argmax()), probabilities=p.tolist()) for p in probs]
+    predictions = [DigitPrediction(label=int(p.argmax()), probabilities=p.tolist()) for p in probs]
+    for prediction, row in zip(predictions, logits, strict=True):
+        prediction._logits = row
+    return predictions
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -197,7 +254,7 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 
 
 @bentoml.service(
-    name="model_serving",
+    name=SERVICE_NAME,
     # BentoML divides traffic.max_concurrency by the worker count; MAX_CONCURRENCY is per worker.
     traffic={
         "timeout": settings.request_timeout_s,
@@ -228,6 +285,9 @@ class ModelService:
 
     def __is_ready__(self) -> bool:
         return self.ready
+
+    def served(self, name: str) -> ServedModel:
+        return {self.housing.spec.name: self.housing, self.mnist.spec.name: self.mnist}[name]
 
     def status(self) -> dict:
         from bentoml._internal.context import server_context
@@ -272,6 +332,7 @@ class ModelService:
 
         from service.images import BlankImageError, to_mnist
 
+        start = time.time()
         size = image.stat().st_size
         if size > settings.max_upload_bytes:
             return error(413, f"image file is {size} bytes; the limit is {settings.max_upload_bytes}")
@@ -292,7 +353,9 @@ class ModelService:
             return error(400, f"image: {exc}")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return error(400, f"image: could not be decoded ({exc})")
-        return digit_predictions(self.mnist.predict(x[None, None]))[0]
+        prediction = digit_predictions(self.mnist.predict(x[None, None]))[0]
+        record_unbatched(start, 1)
+        return prediction
 
 
 # BentoML wraps the app in these in the order added, the first outermost: authentication first, so
@@ -303,6 +366,8 @@ except ValueError as exc:
     raise SystemExit(f"error: {exc}") from None
 if _token is not None:
     ModelService.add_asgi_middleware(BearerAuth, token=_token, open_paths=settings.auth_open_paths)
+_placement = resolve(settings.model_backend, settings.model_device)
+ModelService.add_asgi_middleware(ServerTiming, placement=f"{_placement.backend}/{_placement.device}")
 ModelService.add_asgi_middleware(
     RequestLimits,
     max_body_bytes=settings.max_body_bytes,

@@ -62,7 +62,7 @@ class ServiceSettings(BaseSettings):
     # (a mounted secret). Shown redacted in /status. Paths that stay open for probes and scrapers.
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
-    auth_open_paths: list[str] = ["/livez", "/readyz", "/metrics"]
+    auth_open_paths: list[str] = ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
     # Request limits.
     max_housing_rows: int = Field(1000, ge=1)
     max_images: int = Field(256, ge=1)

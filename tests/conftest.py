@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loadtests.server import REPO
@@ -89,3 +90,20 @@ def smoke_models(data_dir, tmp_path_factory) -> dict:
             "training.mnist", data_dir, tmp_path_factory.mktemp("m"), "--epochs", "1", "--limit", "2000"
         ),
     }
+
+
+def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:
+    """The stored model file of the backend under test, run directly (no server)."""
+    import bentoml
+    import onnxruntime as ort
+    import torch
+
+    from models.specs import ONNX_FILE, TORCHSCRIPT_FILE
+
+    model_dir = Path(bentoml.models.get(tag).path)
+    if backend == "onnx":
+        session = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+        return session.run(None, {spec.input_name: x})[0]
+    module = torch.jit.load(str(model_dir / TORCHSCRIPT_FILE))
+    with torch.inference_mode():
+        return module(torch.from_numpy(x)).numpy()

@@ -12,6 +12,10 @@
               errors (stock: string), request bodies are required (stock: optional).
 - header_limit: request heads are bounded in size (431), heads and bodies in time (408): httptools
               sets neither limit.
+- dispatch_timing: the batcher reports each request's queue wait, batch and compute time (the
+              `Server-Timing` header) and keeps Triton-style statistics per batcher.
+- routes:     routes beside the APIs that reach the APIs' batchers (the Open Inference Protocol's),
+              listed in /docs.json.
 - reuseport:  with 2+ workers, one SO_REUSEPORT listening socket per worker, so that the kernel
               spreads connections (stock: all workers accept from one socket and one takes most);
               with any number, a port in use stops start-up with one line.
@@ -25,11 +29,13 @@ import bentoml
 
 from service.patches import (
     batching,
+    dispatch_timing,
     error_bodies,
     header_limit,
     media_type,
     openapi_doc,
     reuseport,
+    routes,
     timeout,
 )
 
@@ -38,8 +44,10 @@ logger = logging.getLogger(__name__)
 PATCHED_SERIES = "1.4."
 
 
-def apply(workers: int, settings) -> bool:
-    """Install the patches on the BentoML series they were written for; True when applied."""
+def apply(workers: int, settings, route_builders=(), doc_paths=None) -> bool:
+    """Install the patches on the BentoML series they were written for; True when applied.
+    `route_builders`: functions of BentoML's app factory that return extra routes, `doc_paths` their
+    OpenAPI paths for /docs.json (patches/routes.py)."""
     if not bentoml.__version__.startswith(PATCHED_SERIES):
         logger.warning(
             "bentoml %s: service/patches not applied (written for %sx); check each against "
@@ -51,6 +59,8 @@ def apply(workers: int, settings) -> bool:
     timeout.apply()
     media_type.apply()
     batching.apply()
+    dispatch_timing.apply()
+    routes.apply(list(route_builders), doc_paths or {})
     openapi_doc.apply()
     error_bodies.apply()
     reuseport.apply(workers)

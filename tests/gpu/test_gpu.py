@@ -12,8 +12,7 @@ from loadtests.accuracy import RMSE_TOLERANCE, check
 from loadtests.server import Server
 from models.device import nvidia_gpus
 from models.specs import HOUSING, MNIST
-from tests.conftest import models_env
-from tests.service.test_http import offline_outputs
+from tests.conftest import models_env, offline_outputs
 
 
 def _torch_gpu() -> str | None:

@@ -8,13 +8,10 @@ import json
 import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import requests
-import torch
 from PIL import Image
 from scipy.special import softmax
 
@@ -22,21 +19,8 @@ from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
 from loadtests.report import batch_histogram, mean_batch
 from loadtests.server import Server
-from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
-
-
-def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:
-    """The stored model file of the backend under test, run directly (no server)."""
-    import bentoml
-
-    model_dir = Path(bentoml.models.get(tag).path)
-    if backend == "onnx":
-        session = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-        return session.run(None, {spec.input_name: x})[0]
-    module = torch.jit.load(str(model_dir / TORCHSCRIPT_FILE))
-    with torch.inference_mode():
-        return module(torch.from_numpy(x)).numpy()
-
+from models.specs import HOUSING, MNIST
+from tests.conftest import offline_outputs
 
 # The ONNX server runs with the default MODEL_BACKEND=auto / MODEL_DEVICE=auto and every GPU hidden
 # (CUDA_VISIBLE_DEVICES=""), so it also shows what `auto` picks on a machine without a GPU; the GPU
