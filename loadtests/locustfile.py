@@ -1,14 +1,17 @@
-"""Locust scenarios for the three endpoints, payloads drawn from the real test splits.
+"""Locust scenarios for the three JSON endpoints and the Open Inference Protocol (KServe V2, JSON and
+binary tensors), payloads drawn from the real test splits.
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:3000                 # web UI
     locust -f loadtests/locustfile.py --host http://127.0.0.1:3000 --headless -u 32 -r 32 -t 30s \\
            --housing-rows 1 HousingUser
+    ... --mnist-images 64 V2DigitsBinaryUser          # /v2/models/mnist_cnn/infer, binary tensors
 
-Every response is checked (status, JSON shape, finite values, label = argmax of the probabilities);
-a wrong answer is reported as a failure. `--checks-file PREFIX` writes, per process, how many
-responses it checked (so a runner can prove that none went unchecked) and when its first request
+Every response is checked (status, shape, finite values, label = argmax of the probabilities or
+logits); a wrong answer is reported as a failure. `--checks-file PREFIX` writes, per process, how
+many responses it checked (so a runner can prove that none went unchecked), when its first request
 started and its last one ended (the window in which the load ran, exact in distributed mode too,
-where the master's own statistics arrive in 3-second reports).
+where the master's own statistics arrive in 3-second reports), and the sums of the `Server-Timing`
+queue and compute durations the answers reported.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from collections import Counter
 import numpy as np
 from locust import FastHttpUser, events, task
 
-from loadtests.payloads import json_bodies, mnist_test, png_bytes
+from loadtests.payloads import json_bodies, mnist_test, png_bytes, v2_bodies
+from loadtests.protocol import server_timing, v2_output, v2_path
+from models.specs import HOUSING, MNIST
 
 POOL = 256  # distinct request bodies per endpoint, built once per process before users start
 CHECKED: Counter[str] = Counter()
 WINDOW: list[float] = []  # [first request's start, last request's end], unix time
+TIMING: dict[str, list[float]] = {}  # route -> [answers with Server-Timing, sum queue ms, sum compute ms]
 BODIES: dict[str, list] = {}
 
 
@@ -53,7 +59,7 @@ def _(parser):
         "--weights",
         default="1,1,1",
         env_var="LOCUST_WEIGHTS",
-        help="weights of HousingUser,DigitsJsonUser,DigitsPngUser",
+        help="weights of HousingUser,DigitsJsonUser,DigitsPngUser (the V2 users weigh 1)",
     )
     parser.add_argument(
         "--checks-file",
@@ -71,14 +77,11 @@ def _(environment, **_kwargs):
     weights = [int(w) for w in options.weights.split(",")]
     for cls, w in zip((HousingUser, DigitsJsonUser, DigitsPngUser), weights, strict=True):
         cls.weight = w
-    build_bodies(options.housing_rows, options.mnist_images)
-
-
-def build_bodies(housing_rows: int, mnist_images: int) -> None:
-    """Request bodies from the real test splits, serialized once (keeps the load generator light)."""
-    BODIES["predict_housing"] = json_bodies("predict_housing", housing_rows, POOL, seed=os.getpid())
-    BODIES["classify_digits"] = json_bodies("classify_digits", mnist_images, POOL, seed=os.getpid())
-    BODIES["classify_digit_image"] = [png_bytes(img) for img in mnist_test().test.x[:POOL, 0]]
+    # Bodies of the users that will run, serialized once before the load starts (keeps the generator
+    # light and the run's clock for requests).
+    for cls in environment.user_classes:
+        if cls.route not in BODIES:
+            BODIES[cls.route] = cls.make_bodies(options)
 
 
 @events.test_stop.add_listener
@@ -86,7 +89,7 @@ def _(environment, **_kwargs):
     prefix = environment.parsed_options.checks_file if environment.parsed_options else ""
     if prefix:
         with open(f"{prefix}-{os.getpid()}.json", "w") as f:
-            json.dump({"checked": dict(CHECKED), "window": WINDOW}, f)
+            json.dump({"checked": dict(CHECKED), "window": WINDOW, "timing": TIMING}, f)
 
 
 def _wrong(check: bool, message: str) -> str | None:
@@ -116,15 +119,43 @@ def check_digits(body, n: int) -> str | None:
     return next((err for err in map(check_digit, body) if err), None)
 
 
+def check_v2(resp, output: str, shape: tuple[int, ...]) -> str | None:
+    """A V2 response's output tensor: the expected shape, finite values."""
+    try:
+        out = v2_output(resp.content, resp.headers, output)
+    except Exception as exc:  # tritonclient's own parse errors
+        return f"unreadable V2 response: {exc}"
+    if out.shape != shape:
+        return f"{output} has shape {out.shape}, expected {shape}"
+    return _wrong(bool(np.isfinite(out).all()), f"{output} has non-finite values")
+
+
+def _json(check):
+    """A check of the parsed JSON body, as a check of the response."""
+
+    def on_response(resp) -> str | None:
+        try:
+            return check(resp.json())
+        except ValueError:
+            return "response is not JSON"
+
+    return on_response
+
+
 JSON = {"Content-Type": "application/json"}
 
 
 class _CheckedUser(FastHttpUser):
     abstract = True
-    route = ""
+    route = ""  # Locust's name for the requests (the endpoint in the report)
+    path = ""
 
     def wait_time(self):
         return self.environment.parsed_options.wait_ms / 1000
+
+    @classmethod
+    def make_bodies(cls, options) -> list:
+        raise NotImplementedError
 
     def on_start(self):
         self.i = int(np.random.default_rng().integers(POOL))
@@ -135,16 +166,20 @@ class _CheckedUser(FastHttpUser):
 
     def post_checked(self, check, **kwargs) -> None:
         start = time.time()
-        with self.client.post(f"/{self.route}", catch_response=True, name=self.route, **kwargs) as resp:
+        path = self.path or f"/{self.route}"
+        with self.client.post(path, catch_response=True, name=self.route, **kwargs) as resp:
             WINDOW[:] = [WINDOW[0] if WINDOW else start, time.time()]
             CHECKED[self.route] += 1
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return
-            try:
-                error = check(resp.json())
-            except ValueError:
-                error = "response is not JSON"
+            timing = server_timing(resp.headers.get("server-timing"))
+            if "queue" in timing and "compute" in timing:
+                acc = TIMING.setdefault(self.route, [0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += float(timing["queue"])
+                acc[2] += float(timing["compute"])
+            error = check(resp)
             if error:
                 resp.failure(error)
             else:
@@ -154,24 +189,75 @@ class _CheckedUser(FastHttpUser):
 class HousingUser(_CheckedUser):
     route = "predict_housing"
 
+    @classmethod
+    def make_bodies(cls, options):
+        return json_bodies(cls.route, options.housing_rows, POOL, seed=os.getpid())
+
     @task
     def predict(self):
         n = self.environment.parsed_options.housing_rows
-        self.post_checked(lambda b: check_housing(b, n), data=self.next_body(), headers=JSON)
+        self.post_checked(_json(lambda b: check_housing(b, n)), data=self.next_body(), headers=JSON)
 
 
 class DigitsJsonUser(_CheckedUser):
     route = "classify_digits"
 
+    @classmethod
+    def make_bodies(cls, options):
+        return json_bodies(cls.route, options.mnist_images, POOL, seed=os.getpid())
+
     @task
     def classify(self):
         n = self.environment.parsed_options.mnist_images
-        self.post_checked(lambda b: check_digits(b, n), data=self.next_body(), headers=JSON)
+        self.post_checked(_json(lambda b: check_digits(b, n)), data=self.next_body(), headers=JSON)
 
 
 class DigitsPngUser(_CheckedUser):
     route = "classify_digit_image"
 
+    @classmethod
+    def make_bodies(cls, options):
+        return [png_bytes(img) for img in mnist_test().test.x[:POOL, 0]]
+
     @task
     def upload(self):
-        self.post_checked(check_digit, files={"image": ("digit.png", self.next_body(), "image/png")})
+        self.post_checked(_json(check_digit), files={"image": ("digit.png", self.next_body(), "image/png")})
+
+
+class _V2User(_CheckedUser):
+    """POST /v2/models/<model>/infer, the model's output asked for as binary data or JSON."""
+
+    abstract = True
+    spec = HOUSING
+    binary = True
+    items_option = "housing_rows"
+
+    @classmethod
+    def make_bodies(cls, options):
+        n = getattr(options, cls.items_option)
+        return v2_bodies(cls.spec.name, n, POOL, seed=os.getpid(), binary=cls.binary)
+
+    @task
+    def infer(self):
+        n = getattr(self.environment.parsed_options, self.items_option)
+        body, headers = self.next_body()
+        expected = (self.spec.output_name, (n, *self.spec.output_shape))
+        self.post_checked(lambda resp: check_v2(resp, *expected), data=body, headers=headers)
+
+
+class V2HousingJsonUser(_V2User):
+    route, path, binary = "v2_housing_json", v2_path(HOUSING.name), False
+
+
+class V2HousingBinaryUser(_V2User):
+    route, path, binary = "v2_housing_binary", v2_path(HOUSING.name), True
+
+
+class V2DigitsJsonUser(_V2User):
+    route, path, binary = "v2_mnist_json", v2_path(MNIST.name), False
+    spec, items_option = MNIST, "mnist_images"
+
+
+class V2DigitsBinaryUser(_V2User):
+    route, path, binary = "v2_mnist_binary", v2_path(MNIST.name), True
+    spec, items_option = MNIST, "mnist_images"

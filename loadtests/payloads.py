@@ -9,6 +9,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from loadtests.protocol import v2_body
+from models.specs import HOUSING, MNIST
 from training.data import Splits, default_data_dir, load_housing, load_mnist
 
 
@@ -29,6 +31,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _picks(rows: np.ndarray, per_request: int, count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, len(rows), size=(count, per_request))
+
+
 def json_bodies(endpoint: str, per_request: int, count: int, seed: int) -> list[bytes]:
     """`count` JSON request bodies for a batched endpoint, each with `per_request` rows / images drawn
     from the test split."""
@@ -38,5 +44,15 @@ def json_bodies(endpoint: str, per_request: int, count: int, seed: int) -> list[
         rows, field = mnist_test().test.x[:, 0], "images"
     else:
         raise ValueError(f"no JSON body for {endpoint}")
-    picks = np.random.default_rng(seed).integers(0, len(rows), size=(count, per_request))
-    return [json.dumps({field: rows[p].tolist()}).encode() for p in picks]
+    return [json.dumps({field: rows[p].tolist()}).encode() for p in _picks(rows, per_request, count, seed)]
+
+
+def v2_bodies(model: str, per_request: int, count: int, seed: int, binary: bool) -> list[tuple[bytes, dict]]:
+    """`count` Open Inference Protocol requests (body, headers) for `model`, each with `per_request`
+    rows / images of the test split, tensors as binary data or JSON, asking for the model's output."""
+    spec, rows = {
+        HOUSING.name: (HOUSING, housing_test().test.x),
+        MNIST.name: (MNIST, mnist_test().test.x),  # (N, 1, 28, 28), as the model takes them
+    }[model]
+    picks = _picks(rows, per_request, count, seed)
+    return [v2_body(spec.input_name, rows[p], spec.output_name, binary) for p in picks]

@@ -70,6 +70,7 @@ COLUMNS = [
     ("rps", "{:,.0f}"), ("items_per_s", "{:,.0f}"), ("offline_pct", "{:.0f}"),
     ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("max_ms", "{:.0f}"),
     ("failures", "{}"), ("mean_batch", "{:.1f}"),
+    ("queue_ms", "{:.2f}"), ("compute_ms", "{:.2f}"), ("other_ms", "{:.2f}"),
     ("server_cpu_pct", "{:.0f}"), ("generator_cpu_pct", "{:.0f}"),
     ("gpu_util_pct", "{:.0f}"), ("gpu_mem_mb", "{:,.0f}"), ("checked", "{}"),
     ("rss_mb", "{:.0f}"), ("rss_growth_pct", "{:+.1f}"),
@@ -83,8 +84,66 @@ def markdown_table(rows: list[dict]) -> str:
     def cell(value, fmt: str) -> str:
         return "-" if isinstance(value, float) and math.isnan(value) else fmt.format(value)
 
-    body = ["| " + " | ".join(cell(r[name], fmt) for name, fmt in COLUMNS) + " |" for r in rows]
+    body = ["| " + " | ".join(cell(r.get(name, math.nan), fmt) for name, fmt in COLUMNS) + " |" for r in rows]
     return "\n".join([head, sep, *body])
+
+
+def is_v2(endpoint: str) -> bool:
+    return endpoint.startswith("v2_")
+
+
+def protocol_table(results: list[dict]) -> str:
+    """Each V2 run next to the plain JSON endpoint's run of the same model, server, backend, users
+    and items per request: throughput ratio and where the time went."""
+
+    def key(r: dict) -> tuple:
+        return (*series_key(r), r.get("model"), r["users"], r["items_per_request"])
+
+    plain = {
+        key(r): r for r in results if not is_v2(r["endpoint"]) and r["endpoint"] != "classify_digit_image"
+    }
+    lines = [
+        "| model | items/request | users | server/device/backend | endpoint | items/s | vs JSON endpoint "
+        "| p50 ms | p99 ms | queue ms | compute ms | other ms |",
+        "|" + "---|" * 12,
+    ]
+    rows = sorted(
+        (r for r in results if key(r) in plain and (is_v2(r["endpoint"]) or plain[key(r)] is r)),
+        key=lambda r: (key(r), is_v2(r["endpoint"]), r["endpoint"]),
+    )
+    for r in rows:
+        base = plain[key(r)]["items_per_s"]
+        cells = [
+            r["model"], r["items_per_request"], r["users"], "/".join(series_key(r)[:3]), r["endpoint"],
+            f"{r['items_per_s']:,.0f}", f"{r['items_per_s'] / base:.2f}x" if base else "-",
+            f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+            *(f"{r.get(k, math.nan):.2f}" for k in ("queue_ms", "compute_ms", "other_ms")),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def latency_split_plot(results: list[dict], out_dir: Path) -> Path | None:
+    """Mean latency of every run split into queue, compute and the rest (HTTP, parsing, network)."""
+    rows = [r for r in results if not math.isnan(r.get("queue_ms", math.nan))]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r["endpoint"], *series_key(r), r["users"]))
+    labels = [f"{r['endpoint']} {r['backend']} u{r['users']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(rows) + 2), 4.5))
+    bottom = [0.0] * len(rows)
+    for part, color in (("queue_ms", "C1"), ("compute_ms", "C0"), ("other_ms", "C7")):
+        values = [max(0.0, r[part]) for r in rows]
+        ax.bar(labels, values, bottom=bottom, color=color, label=part.removesuffix("_ms"))
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set(ylabel="mean latency (ms)", title="Where the time went (Server-Timing, client mean latency)")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "latency_split.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def series_key(row: dict) -> tuple[str, ...]:
@@ -132,6 +191,11 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
             key=lambda r: (*series_key(r), r["users"]),
         )
         parts += [f"## {endpoint}", "", markdown_table(rows), "", f"![{endpoint}]({endpoint}.png)", ""]
+    comparison = protocol_table(results)
+    if comparison:
+        parts += ["## Open Inference Protocol vs the JSON endpoints", "", comparison, ""]
+    if latency_split_plot(results, out_dir):
+        parts += ["## Where the time went", "", "![latency split](latency_split.png)", ""]
     parts.append(
         "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
         "mean_batch = requests per adaptive batch (BentoML's adaptive_batch_size histogram, delta over "
@@ -141,6 +205,8 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
         "tree, both over the seconds the load ran (first request to last answer; 100 = one core; rps "
         "is over the same seconds); "
         "gpu_util_pct = NVML's GPU busy % (mean over the run), gpu_mem_mb = GPU memory used at the end; "
+        "queue_ms / compute_ms = mean of the answers' `Server-Timing` queue wait and batch run, other_ms = "
+        "Locust's mean latency minus both (HTTP, parsing and validation, the generator); "
         "checked = responses the locustfile checked for "
         "status, shape and values (wrong ones count as failures); rss_mb = resident memory of the server's "
         "workers at the end of the run, rss_growth_pct = its change over the run (sampled every 0.5 s, "

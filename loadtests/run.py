@@ -37,11 +37,16 @@ from training.data import DatasetMissingError, default_data_dir, require_dataset
 
 logger = logging.getLogger("loadtests.run")
 
-ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model)
-    "predict_housing": ("HousingUser", "housing_rows", HOUSING.name),
-    "classify_digits": ("DigitsJsonUser", "mnist_images", MNIST.name),
-    "classify_digit_image": ("DigitsPngUser", None, MNIST.name),
+ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model, batched API it joins)
+    "predict_housing": ("HousingUser", "housing_rows", HOUSING.name, "predict_housing"),
+    "classify_digits": ("DigitsJsonUser", "mnist_images", MNIST.name, "classify_digits"),
+    "classify_digit_image": ("DigitsPngUser", None, MNIST.name, None),
+    "v2_housing_json": ("V2HousingJsonUser", "housing_rows", HOUSING.name, "predict_housing"),
+    "v2_housing_binary": ("V2HousingBinaryUser", "housing_rows", HOUSING.name, "predict_housing"),
+    "v2_mnist_json": ("V2DigitsJsonUser", "mnist_images", MNIST.name, "classify_digits"),
+    "v2_mnist_binary": ("V2DigitsBinaryUser", "mnist_images", MNIST.name, "classify_digits"),
 }
+DEFAULT_ENDPOINTS = ["predict_housing", "classify_digits", "classify_digit_image"]
 STOCK_ENDPOINTS = ("predict_housing", "classify_digits")  # loadtests/stock_service.py: ONNX on CPU only
 
 
@@ -72,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=csv_list(int), default=[0], help="WORKERS of the server (0 = the service default)"
     )
     p.add_argument("--users", type=csv_list(int), default=[1, 8, 32], help="concurrent Locust users")
-    p.add_argument("--endpoints", type=csv_list(), default=list(ENDPOINTS), help="endpoints to load")
+    p.add_argument(
+        "--endpoints",
+        type=csv_list(),
+        default=DEFAULT_ENDPOINTS,
+        help=f"endpoints to load, of: {', '.join(ENDPOINTS)} (v2_*: the Open Inference Protocol)",
+    )
     p.add_argument("--duration", type=int, default=20, help="seconds per Locust run")
     p.add_argument("--housing-rows", type=int, default=1, help="rows per housing request")
     p.add_argument("--mnist-images", type=int, default=1, help="images per /classify_digits request")
@@ -124,16 +134,22 @@ def run_locust(url: str, endpoint: str, users: int, args, prefix: Path, sampler:
         raise GeneratorError(f"locust wrote no stats (exit {proc.returncode}): {error_line(log.read_text())}")
 
 
-def checks(prefix: Path, endpoint: str) -> tuple[int, float, float]:
-    """(responses checked, first request's start, last request's end) over the Locust processes, from
-    the locustfile's --checks-file summaries: the load's own window, Locust's start-up and shutdown
-    (loading the test splits, stopping users) outside it."""
+def checks(prefix: Path, endpoint: str) -> tuple[int, float, float, dict]:
+    """(responses checked, first request's start, last request's end, mean Server-Timing queue and
+    compute ms) over the Locust processes, from the locustfile's --checks-file summaries: the load's
+    own window, Locust's start-up and shutdown (loading the test splits, stopping users) outside it."""
     summaries = [json.loads(Path(f).read_text()) for f in glob.glob(f"{prefix}-checks-*.json")]
     windows = [s["window"] for s in summaries if s["window"]]
     if not windows:
         raise GeneratorError(f"locust made no {endpoint} request")
     checked = sum(s["checked"].get(endpoint, 0) for s in summaries)
-    return checked, min(w[0] for w in windows), max(w[1] for w in windows)
+    timed = [s.get("timing", {}).get(endpoint, [0, 0.0, 0.0]) for s in summaries]
+    n = sum(t[0] for t in timed)
+    split = {
+        "queue_ms": sum(t[1] for t in timed) / n if n else float("nan"),
+        "compute_ms": sum(t[2] for t in timed) / n if n else float("nan"),
+    }
+    return checked, min(w[0] for w in windows), max(w[1] for w in windows), split
 
 
 def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
@@ -169,18 +185,20 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     if stats is None:  # Locust ran but sent nothing (its users failed to start)
         log = prefix.parent / f"{prefix.name}.log"
         raise GeneratorError(f"locust sent no {endpoint} request: {error_line(log.read_text())}")
-    checked, t0, t1 = checks(prefix, endpoint)
+    checked, t0, t1, split = checks(prefix, endpoint)
     # Throughput over the load's window (Locust's own req/s divides by the time since its master
     # started, start-up included, in distributed mode).
     stats["rps"] = stats["requests"] / max(t1 - t0, 1e-3)
-    option, model = ENDPOINTS[endpoint][1], ENDPOINTS[endpoint][2]
+    option, model, api = ENDPOINTS[endpoint][1:]
     items = getattr(args, option) if option else 1
     ceiling = ceilings.get((device, backend, model))
     row = {
-        **combo, "workers": server.workers, "endpoint": endpoint, "users": users, **stats,
+        **combo, "workers": server.workers, "endpoint": endpoint, "model": model, "users": users, **stats,
         "items_per_request": items, "items_per_s": stats["rps"] * items,
         "offline_pct": 100 * stats["rps"] * items / ceiling if ceiling else float("nan"),
-        "mean_batch": mean_batch(before, after, endpoint),
+        "mean_batch": mean_batch(before, after, api) if api else float("nan"),
+        # where the time went (the answers' Server-Timing): the rest is HTTP, parsing, the network
+        **split, "other_ms": stats["avg_ms"] - split["queue_ms"] - split["compute_ms"],
         # responses the locustfile checked; Locust's CSV is written just before the last in-flight
         # requests finish, so it can count a few fewer than were checked
         "checked": checked, "load_seconds": t1 - t0, **sampler.summary(t0, t1),

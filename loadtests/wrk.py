@@ -2,6 +2,7 @@
 
     python -m loadtests.wrk                      # ours + stock, the four cases below, 32 connections
     python -m loadtests.wrk --servers ours --cases housing_1 --duration 300     # a sustained run
+    python -m loadtests.wrk --servers ours --cases mnist_64,v2_binary_mnist_64  # JSON vs V2 binary
 
 Locust (loadtests.run) checks every answer but spends a core of its own in Python; wrk only counts
 status codes and costs a few % of a core, so it shows what the service does when the generator is
@@ -20,24 +21,50 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtests.payloads import json_bodies
+from loadtests.payloads import json_bodies, v2_bodies
+from loadtests.protocol import v2_path
 from loadtests.sampling import ResourceSampler
 from loadtests.server import SERVERS, Server
+from models.specs import HOUSING, MNIST
 
-CASES = {  # name -> (endpoint, items per request)
-    "housing_1": ("predict_housing", 1),
-    "mnist_1": ("classify_digits", 1),
-    "housing_1000": ("predict_housing", 1000),
-    "mnist_64": ("classify_digits", 64),
+CASES = {  # name -> (endpoint, items per request, V2 model and binary tensors, or None for plain JSON)
+    "housing_1": ("predict_housing", 1, None),
+    "mnist_1": ("classify_digits", 1, None),
+    "housing_1000": ("predict_housing", 1000, None),
+    "mnist_64": ("classify_digits", 64, None),
+    "v2_binary_mnist_1": ("v2_mnist_binary", 1, (MNIST.name, True)),
+    "v2_binary_mnist_64": ("v2_mnist_binary", 64, (MNIST.name, True)),
+    "v2_json_mnist_64": ("v2_mnist_json", 64, (MNIST.name, False)),
+    "v2_binary_housing_1000": ("v2_housing_binary", 1000, (HOUSING.name, True)),
+    "v2_json_housing_1000": ("v2_housing_json", 1000, (HOUSING.name, False)),
 }
+DEFAULT_CASES = ["housing_1", "mnist_1", "housing_1000", "mnist_64"]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def lua_script(body: bytes) -> str:
-    return (
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [==[{body.decode()}]==]\n"
-    )
+def request(case: str) -> tuple[str, bytes, dict]:
+    """(path, body, headers) of the case's request, from the test split."""
+    endpoint, items, v2 = CASES[case]
+    if v2 is None:
+        return (
+            f"/{endpoint}",
+            json_bodies(endpoint, items, 1, seed=0)[0],
+            {"Content-Type": "application/json"},
+        )
+    model, binary = v2
+    body, headers = v2_bodies(model, items, 1, seed=0, binary=binary)[0]
+    return v2_path(model), body, headers
+
+
+def lua_script(body_file: Path, headers: dict) -> str:
+    """POST the bytes of `body_file` (read whole: binary tensors pass unchanged) with `headers`."""
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = assert(io.open("{body_file}", "rb"))',
+        'wrk.body = f:read("*a")',
+    ]
+    lines += ["f:close()", *(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())]
+    return "\n".join(lines) + "\n"
 
 
 def ms(text: str) -> float:
@@ -63,11 +90,13 @@ def parse_wrk(output: str) -> dict:
 
 
 def run_case(url: str, case: str, args, scripts: Path) -> dict:
-    endpoint, items = CASES[case]
+    endpoint, items, _ = CASES[case]
+    path, body, headers = request(case)
+    (scripts / f"{case}.body").write_bytes(body)
     script = scripts / f"{case}.lua"
-    script.write_text(lua_script(json_bodies(endpoint, items, 1, seed=0)[0]))
+    script.write_text(lua_script(scripts / f"{case}.body", headers))
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script),
-           f"{url}/{endpoint}"]  # fmt: skip
+           f"{url}{path}"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
     row = {"case": case, "endpoint": endpoint, "items_per_request": items, **parse_wrk(out)}
     row["items_per_s"] = row["rps"] * items
@@ -80,7 +109,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
     p.add_argument("--servers", default="ours,stock", help="ours, stock (see loadtests.run)")
-    p.add_argument("--cases", default=",".join(CASES), help="cases to run")
+    p.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"cases to run, of: {', '.join(CASES)} (v2_*: ours only)",
+    )
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--duration", type=int, default=15, help="seconds per case")
     p.add_argument("--pause", type=float, default=2.0, help="idle seconds between cases")
@@ -99,6 +132,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for name in args.servers.split(","):
             with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=SERVERS[name]) as server:
                 for case in args.cases.split(","):
+                    if name == "stock" and CASES[case][2] is not None:
+                        continue  # stock BentoML has no Open Inference Protocol routes
                     time.sleep(args.pause)  # let the previous case's queued requests drain
                     memory = ResourceSampler(server.proc.pid)
                     memory.start()

@@ -41,7 +41,7 @@ class Binding:
     interface: oip.ModelInterface
     api: str
     to_api: Callable[[np.ndarray], object]
-    outputs: Callable[[object], dict[str, np.ndarray]]
+    outputs: dict[str, Callable[[object], np.ndarray]]  # output name -> from the API's result
     batch_items: int  # the batcher's max_batch_size
     deadline_ms: int  # the batcher's max_latency_ms
 
@@ -178,7 +178,6 @@ class OipRoutes:
         except Exception:
             logger.exception("V2 inference on %s failed", binding.interface.name)
             return _error(500, "inference failed; the server log has the details")
-        content, headers = oip.encode_infer(
-            binding.interface, served.version, parsed, binding.outputs(result)
-        )
+        values = {name: binding.outputs[name](result) for name, _ in parsed.outputs}
+        content, headers = oip.encode_infer(binding.interface, served.version, parsed, values)
         return Response(content, headers=headers)

@@ -41,6 +41,7 @@ from service.timing import ServerTiming, record_unbatched
 logger = logging.getLogger("bentoml.model_serving")
 settings = get_settings()
 SERVICE_NAME = "model_serving"
+PROBABILITIES = "probabilities"  # mnist_cnn's second V2 output: the softmax the JSON API answers with
 
 # The Open Inference Protocol's view of each model (service/oip_routes.py): V2 requests join the
 # batches of the JSON API that serves the same model.
@@ -55,7 +56,7 @@ V2_MODELS = {
         ),
         api="predict_housing",
         to_api=list,  # rows
-        outputs=lambda values: {HOUSING.output_name: np.asarray(values, dtype=np.float32)[:, None]},
+        outputs={HOUSING.output_name: lambda values: np.asarray(values, dtype=np.float32)[:, None]},
         batch_items=settings.housing_max_batch_size,
         deadline_ms=settings.housing_max_latency_ms,
     ),
@@ -65,16 +66,18 @@ V2_MODELS = {
             oip.Tensor(MNIST.input_name, MNIST.input_shape),
             (
                 oip.Tensor(MNIST.output_name, MNIST.output_shape),
-                oip.Tensor("probabilities", MNIST.output_shape),
+                oip.Tensor(PROBABILITIES, MNIST.output_shape),
             ),
             settings.max_images,
             PIXEL_RANGE,
         ),
         api="classify_digits",
         to_api=lambda images: list(images[:, 0]),  # (28, 28) images, as the JSON API takes them
-        outputs=lambda predictions: {
-            MNIST.output_name: np.stack([p._logits for p in predictions]),
-            "probabilities": np.asarray([p.probabilities for p in predictions], dtype=np.float32),
+        outputs={
+            MNIST.output_name: lambda predictions: np.stack([p._logits for p in predictions]),
+            PROBABILITIES: lambda predictions: np.asarray(
+                [p.probabilities for p in predictions], dtype=np.float32
+            ),
         },
         batch_items=settings.mnist_max_batch_size,
         deadline_ms=settings.mnist_max_latency_ms,

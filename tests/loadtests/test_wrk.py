@@ -32,15 +32,17 @@ def test_parse_wrk_reads_rate_percentiles_max_and_errors():
     assert row["non_2xx"] == 138
 
 
-def test_lua_script_keeps_json_brackets_intact():
-    body = b'{"images": [[[0.0, 1.0]]]}'
-    assert lua_script(body).endswith("wrk.body = [==[" + body.decode() + "]==]\n")
+def test_lua_script_sends_the_body_file_as_read_and_the_headers(tmp_path):
+    script = lua_script(tmp_path / "body", {"Inference-Header-Content-Length": "123"})
+    assert f'io.open("{tmp_path / "body"}", "rb")' in script and 'wrk.body = f:read("*a")' in script
+    assert 'wrk.headers["Inference-Header-Content-Length"] = "123"' in script
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_short_wrk_run_against_the_service(smoke_models, tmp_path):
-    rows = main(["--servers", "ours", "--cases", "housing_1,mnist_1", "--duration", "2", "--connections", "4",
+    cases = ["housing_1", "mnist_1", "v2_binary_mnist_1"]  # V2: binary tensors sent intact, else 400s
+    rows = main(["--servers", "ours", "--cases", ",".join(cases), "--duration", "2", "--connections", "4",
                  "--pause", "0", "--out", str(tmp_path / "wrk.json")])  # fmt: skip
-    assert [r["case"] for r in rows] == ["housing_1", "mnist_1"]
+    assert [r["case"] for r in rows] == cases
     for row in rows:
         assert row["requests"] > 0 and row["non_2xx"] == 0, row
