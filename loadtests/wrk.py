@@ -89,12 +89,17 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def run_case(url: str, case: str, args, scripts: Path) -> dict:
-    endpoint, items, _ = CASES[case]
+def prepare(case: str, scripts: Path) -> tuple[str, Path]:
+    """The case's request path and wrk script (its body from the test split, in a file)."""
     path, body, headers = request(case)
     (scripts / f"{case}.body").write_bytes(body)
     script = scripts / f"{case}.lua"
     script.write_text(lua_script(scripts / f"{case}.body", headers))
+    return path, script
+
+
+def run_case(url: str, case: str, args, path: str, script: Path) -> dict:
+    endpoint, items, _ = CASES[case]
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script),
            f"{url}{path}"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
@@ -125,26 +130,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     print(
-        "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | worker RSS MiB (growth) |"
+        "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | server CPU % "
+        "| worker RSS MiB (growth) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scripts:
         for name in args.servers.split(","):
             with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=SERVERS[name]) as server:
                 for case in args.cases.split(","):
                     if name == "stock" and CASES[case][2] is not None:
                         continue  # stock BentoML has no Open Inference Protocol routes
+                    path, script = prepare(case, Path(scripts))
                     time.sleep(args.pause)  # let the previous case's queued requests drain
-                    memory = ResourceSampler(server.proc.pid)
+                    memory = ResourceSampler(server.proc.pid, period=0.5)
                     memory.start()
-                    row = {"server": name, **run_case(server.url, case, args, Path(scripts))}
+                    t0 = time.time()
+                    row = {"server": name, **run_case(server.url, case, args, path, script)}
+                    t1 = time.time()
                     memory.stop()
-                    summary = memory.summary()
-                    row.update({k: summary[k] for k in ("rss_mb", "rss_growth_pct", "rss_peak_mb")})
+                    summary = memory.summary(t0, t1)  # over wrk's run only
+                    row.update(
+                        {k: summary[k] for k in ("server_cpu_pct", "rss_mb", "rss_growth_pct", "rss_peak_mb")}
+                    )
                     results.append(row)
                     print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
                           f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "
-                          f"{row['non_2xx']} | {row['rss_mb']:.0f} ({row['rss_growth_pct']:+.1f} %) |",
+                          f"{row['non_2xx']} | {row['server_cpu_pct']:.0f} | {row['rss_mb']:.0f} "
+                          f"({row['rss_growth_pct']:+.1f} %) |",
                           flush=True)  # fmt: skip
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")

@@ -12,6 +12,7 @@
               errors (stock: string), request bodies are required (stock: optional).
 - header_limit: request heads are bounded in size (431), heads and bodies in time (408): httptools
               sets neither limit.
+- containers: remember which batch container serves a type (stock: a registry walk per request).
 - dispatch_timing: the batcher reports each request's queue wait, batch and compute time (the
               `Server-Timing` header) and keeps Triton-style statistics per batcher.
 - routes:     routes beside the APIs that reach the APIs' batchers (the Open Inference Protocol's),
@@ -29,6 +30,7 @@ import bentoml
 
 from service.patches import (
     batching,
+    containers,
     dispatch_timing,
     error_bodies,
     header_limit,
@@ -59,6 +61,7 @@ def apply(workers: int, settings, route_builders=(), doc_paths=None) -> bool:
     timeout.apply()
     media_type.apply()
     batching.apply()
+    containers.apply()
     dispatch_timing.apply()
     routes.apply(list(route_builders), doc_paths or {})
     openapi_doc.apply()

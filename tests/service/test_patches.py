@@ -4,16 +4,18 @@ the `stock_...` tests fails, BentoML fixed it: drop that patch), and the patched
 import asyncio
 import socket
 
+import numpy as np
 import pytest
 import requests
 from _bentoml_sdk.io_models import IOMixin
 from bentoml._internal.marshal.dispatcher import Optimizer
+from bentoml._internal.runner.container import DataContainerRegistry
 from bentoml._internal.server.http import traffic
 from circus.sockets import CircusSocket
 
 from loadtests.server import SERVERS, Server
 from service import patches
-from service.patches import batching, media_type, openapi_doc, reuseport, timeout
+from service.patches import batching, containers, media_type, openapi_doc, reuseport, timeout
 from service.schemas import DigitPrediction
 
 
@@ -113,6 +115,34 @@ def test_patched_dispatcher_keeps_the_cost_model_but_no_hold():
     opt = _optimizer_after_bulk_traffic(batching.refresh_without_hold)
     assert opt.wait == 0.0
     assert opt.o_a * 64 + opt.o_b == pytest.approx(0.012, rel=1e-6)  # still used to shed late requests
+
+
+def _registry_checks(find, calls: int, monkeypatch) -> int:
+    """LazyType.issubclass checks made by `calls` lookups of the container that batches lists."""
+    from bentoml._internal.types import LazyType
+
+    counted = []
+    stock_issubclass = LazyType.issubclass
+    monkeypatch.setattr(
+        LazyType, "issubclass", lambda self, k: counted.append(k) or stock_issubclass(self, k)
+    )
+    for _ in range(calls):
+        find(DataContainerRegistry, list)
+    return len(counted)
+
+
+def test_stock_container_lookup_walks_the_registry_every_time(monkeypatch):
+    one = _registry_checks(containers.stock_find_by_batch_type, 1, monkeypatch)
+    assert one > 0 and _registry_checks(containers.stock_find_by_batch_type, 5, monkeypatch) == 5 * one
+
+
+def test_patched_container_lookup_walks_it_once_per_type_and_agrees(monkeypatch):
+    containers.FOUND.clear()
+    one = _registry_checks(containers.stock_find_by_batch_type, 1, monkeypatch)
+    assert _registry_checks(containers.find_by_batch_type, 5, monkeypatch) == one  # then from FOUND
+    for kind in (list, np.ndarray):
+        stock = containers.stock_find_by_batch_type(DataContainerRegistry, kind)
+        assert containers.find_by_batch_type(DataContainerRegistry, kind) is stock
 
 
 def test_stock_api_server_socket_has_no_reuseport():
