@@ -97,10 +97,13 @@ def protocol_table(results: list[dict]) -> str:
     and items per request: throughput ratio and where the time went."""
 
     def key(r: dict) -> tuple:
-        return (*series_key(r), r.get("model"), r["users"], r["items_per_request"])
+        return (*series_key(r), r.get("model"), r["users"], r.get("items_per_request"))
 
+    compared = {key(r) for r in results if is_v2(r["endpoint"])}
     plain = {
-        key(r): r for r in results if not is_v2(r["endpoint"]) and r["endpoint"] != "classify_digit_image"
+        key(r): r
+        for r in results
+        if key(r) in compared and not is_v2(r["endpoint"]) and r["endpoint"] != "classify_digit_image"
     }
     lines = [
         "| model | items/request | users | server/device/backend | endpoint | items/s | vs JSON endpoint "

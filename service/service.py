@@ -369,11 +369,12 @@ except ValueError as exc:
     raise SystemExit(f"error: {exc}") from None
 if _token is not None:
     ModelService.add_asgi_middleware(BearerAuth, token=_token, open_paths=settings.auth_open_paths)
-_placement = resolve(settings.model_backend, settings.model_device)
-ModelService.add_asgi_middleware(ServerTiming, placement=f"{_placement.backend}/{_placement.device}")
 ModelService.add_asgi_middleware(
     RequestLimits,
     max_body_bytes=settings.max_body_bytes,
     max_inflight_bytes=settings.max_inflight_bytes,
 )
 preflight()
+# After the preflight, which turns a device that cannot be had into one line.
+_placement = resolve(settings.model_backend, settings.model_device)
+ModelService.add_asgi_middleware(ServerTiming, placement=f"{_placement.backend}/{_placement.device}")

@@ -107,7 +107,7 @@ class Container:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return time.monotonic() - self.t0
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting to answer
                 pass
             if self.state()["Status"] == "exited":
                 raise AssertionError(f"container exited: {self.logs()[-2000:]}")

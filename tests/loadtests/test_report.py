@@ -61,9 +61,31 @@ def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
     ]  # fmt: skip
     report = write_report(rows, tmp_path, "# Load test report\n").read_text()
     assert report.count("| server | device | backend | workers | users |") == 2
-    row = "| ours | cpu | torchscript | 2 | 8 | 800 | 800 | 80 | 16.0 | 24.0 | 32.0 | 72 | 0 | - | 80 | 55 "
-    row += "| - | - | 10 | 512 | +1.2 |"
+    row = "| ours | cpu | torchscript | 2 | 8 | 800 | 800 | 80 | 16.0 | 24.0 | 32.0 | 72 | 0 | - "
+    row += "| - | - | - | 80 | 55 | - | - | 10 | 512 | +1.2 |"  # queue, compute, other: - (no timing)
     assert row in report
     for endpoint in ("predict_housing", "classify_digit_image"):
         assert (tmp_path / f"{endpoint}.png").stat().st_size > 10_000
     assert (tmp_path / "results.json").exists()
+
+
+def test_report_compares_v2_runs_with_the_json_endpoint_and_splits_latency(tmp_path):
+    def run(endpoint: str, items_per_s: float, queue: float, compute: float) -> dict:
+        return {
+            "server": "ours", "device": "cpu", "backend": "onnx", "workers": 2, "endpoint": endpoint,
+            "model": "mnist_cnn", "users": 32, "items_per_request": 64, "rps": items_per_s / 64,
+            "items_per_s": items_per_s, "offline_pct": 50.0, "p50_ms": 9.0, "p95_ms": 10.0, "p99_ms": 12.0,
+            "max_ms": 20.0, "failures": 0, "mean_batch": 1.0, "queue_ms": queue, "compute_ms": compute,
+            "other_ms": 10.0 - queue - compute, "server_cpu_pct": 150.0, "generator_cpu_pct": 30.0,
+            "gpu_util_pct": float("nan"), "gpu_mem_mb": float("nan"), "checked": 5, "rss_mb": 300.0,
+            "rss_growth_pct": 0.0,
+        }  # fmt: skip
+
+    rows = [run("classify_digits", 3000.0, 1.0, 5.0), run("v2_mnist_binary", 4500.0, 2.0, 6.0)]
+    report = write_report(rows, tmp_path, "# Load test report\n").read_text()
+    assert "## Open Inference Protocol vs the JSON endpoints" in report
+    v2 = "| mnist_cnn | 64 | 32 | ours/cpu/onnx | v2_mnist_binary | 4,500 | 1.50x | 9.0 | 12.0 "
+    v2 += "| 2.00 | 6.00 | 2.00 |"  # queue, compute, other
+    assert v2 in report
+    assert "| mnist_cnn | 64 | 32 | ours/cpu/onnx | classify_digits | 3,000 | 1.00x |" in report
+    assert (tmp_path / "latency_split.png").stat().st_size > 10_000

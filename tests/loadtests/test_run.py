@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from loadtests.run import main
+from loadtests.run import ENDPOINTS, main
 from models.device import available_cpus
 
 
@@ -19,16 +19,17 @@ def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path, mo
     monkeypatch.setenv("MNIST_MODEL", smoke_models["mnist_cnn"]["tag"])
     report = main([
         "--devices", "cuda,cpu", "--backends", "onnx", "--workers", "2", "--users", "2", "--duration", "3",
-        "--endpoints", "predict_housing,classify_digits,classify_digit_image", "--out", str(tmp_path),
+        "--endpoints", ",".join(ENDPOINTS), "--out", str(tmp_path),
     ])  # fmt: skip
     text = report.read_text()
     assert (
         "- ours/cuda/onnx/workers=2: failed to start: error: MODEL_DEVICE=cuda with MODEL_BACKEND=onnx"
         in text
     )
-    assert text.count("| server | device | backend | workers | users |") == 3
+    assert text.count("| server | device | backend | workers | users |") == len(ENDPOINTS)
+    assert "## Open Inference Protocol vs the JSON endpoints" in text and "latency_split.png" in text
     results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results) == 3
+    assert len(results) == len(ENDPOINTS)
     for row in results:
         assert (row["device"], row["workers"]) == ("cpu", 2)
         assert row["requests"] > 0 and row["failures"] == 0, row
@@ -40,8 +41,10 @@ def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path, mo
         assert 1 <= row["load_seconds"] <= 6, row
         assert 0 < row["server_cpu_pct"] and 0 < row["generator_cpu_pct"], row
         assert row["server_cpu_pct"] + row["generator_cpu_pct"] <= 110 * available_cpus(), row
+        # every answer said where its time went (Server-Timing): queue and compute, the rest outside
+        assert row["queue_ms"] >= 0 and row["compute_ms"] > 0, row
     batched = {r["endpoint"]: r["mean_batch"] for r in results}
-    assert batched["predict_housing"] >= 1 and batched["classify_digits"] >= 1
+    assert all(batched[e] >= 1 for e in ENDPOINTS if e != "classify_digit_image"), batched
 
 
 def test_distributed_locust_runs(smoke_models, tmp_path, monkeypatch):
