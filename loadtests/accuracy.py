@@ -34,9 +34,9 @@ def served(url: str, route: str, field: str, x: np.ndarray, per_request: int) ->
 def check(url: str, housing_rows: int = 1000, images: int = 250) -> dict:
     """Served vs stored test metrics; raises nothing, returns both."""
     status = requests.get(f"{url}/status", timeout=10).json()["models"]
-    h = housing_test().test
+    h = housing_test()
     pred = np.array(served(url, "predict_housing", "features", h.x, housing_rows))
-    m = mnist_test().test
+    m = mnist_test()
     labels = [p["label"] for p in served(url, "classify_digits", "images", m.x[:, 0], images)]
     return {
         "housing_mlp": {

@@ -21,7 +21,7 @@ from loadtests.payloads import housing_test, mnist_test, png_bytes
 
 def endpoints(n: int) -> dict:
     """endpoint -> list of (kwargs for session.post) drawn from the real test splits."""
-    h, m = housing_test().test, mnist_test().test
+    h, m = housing_test(), mnist_test()
     idx = np.arange(n)
     return {
         "predict_housing": [{"json": {"features": [h.x[i % len(h.x)].tolist()]}} for i in idx],

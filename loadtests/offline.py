@@ -1,7 +1,8 @@
-"""Offline model throughput: each backend at several batch sizes, no HTTP, one session using all the
-machine's cores (--threads). Gives the ceiling that served throughput is compared with.
+"""Offline model throughput: each format (backend) at several batch sizes, no HTTP, one session using
+all the machine's cores (--threads). Gives the ceiling that served throughput is compared with, and
+each format's cold start: seconds to load the file and to answer the first batch.
 
-    python -m loadtests.offline                      # models from the store (HOUSING_MODEL / MNIST_MODEL)
+    python -m loadtests.offline                      # every format (models/formats.py), store models
     python -m loadtests.offline --threads 1          # what one service worker's session gets (WORKERS=cores)
     python -m loadtests.offline --devices cpu,cuda   # CPU and GPU ceilings (loadtests.run --offline)
 """
@@ -18,8 +19,8 @@ import bentoml
 import numpy as np
 
 from models.device import DeviceUnavailableError, available_cpus
+from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
-from service.backends import load_backend
 from service.placement import BackendUnavailableError, choose
 from service.settings import get_settings
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         prog="python -m loadtests.offline", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--backends", default="onnx,torchscript")
+    parser.add_argument("--backends", default=",".join(FORMATS), help="formats (models/formats.py)")
     parser.add_argument("--devices", default="cpu", help="cpu,cuda")
     parser.add_argument("--threads", type=int, default=available_cpus(), help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
@@ -60,15 +61,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except (DeviceUnavailableError, BackendUnavailableError) as exc:
             print(f"{device:4} {kind:12} skipped: {exc}")
             continue
+        fmt = FORMATS[kind]
         for spec in (HOUSING, MNIST):
             model = bentoml.models.get(tags[spec.name])
-            backend = load_backend(kind, Path(model.path), spec, device, args.threads)
+            if not (Path(model.path) / fmt.filename(device)).is_file():
+                print(
+                    f"{device:4} {kind:12} {spec.name:12} skipped: {model.tag} has no {fmt.filename(device)}"
+                )
+                continue
+            t0 = time.perf_counter()
+            backend = fmt.load(Path(model.path), spec, device, args.threads)
+            t1 = time.perf_counter()
+            backend(np.zeros((1, *spec.input_shape), dtype=np.float32))
+            cold = {"load_s": t1 - t0, "first_batch_s": time.perf_counter() - t1}
+            print(f"{device:4} {kind:12} {spec.name:12} cold start: load {cold['load_s']:.3f} s, "
+                  f"first batch {cold['first_batch_s']:.3f} s")  # fmt: skip
             for batch in BATCHES[spec.name]:
                 r = {
                     "backend": kind,
                     "device": device,
                     "model": spec.name,
                     "threads": args.threads,
+                    **cold,
                 }
                 results.append({**r, **throughput(backend, spec, batch, args.seconds)})
                 last = results[-1]

@@ -32,6 +32,7 @@ from loadtests.report import batch_histogram, locust_stats, mean_batch, write_re
 from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
 from models.device import available_cpus, nvidia_gpus
+from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from training.data import DatasetMissingError, default_data_dir, require_datasets
 
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--devices", type=csv_list(), default=["cpu"], help="cpu,cuda")
-    p.add_argument("--backends", type=csv_list(), default=["onnx", "torchscript"])
+    p.add_argument("--backends", type=csv_list(), default=list(FORMATS), help="formats (models/formats.py)")
     p.add_argument(
         "--servers",
         type=csv_list(),

@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICE = "service.service:ModelService"
+SERVICE = "service.app:ModelService"
 SERVERS = {"ours": SERVICE, "stock": "loadtests.stock_service:StockService"}  # --servers of loadtests.run
 
 

@@ -13,7 +13,8 @@ import bentoml
 import numpy as np
 from scipy.special import softmax
 
-from models.specs import HOUSING, MNIST, ONNX_FILE
+from models.formats import FORMATS
+from models.specs import HOUSING, MNIST
 from service.settings import get_settings
 
 settings = get_settings()  # model tags and batching limits as in the real service; no patches
@@ -27,8 +28,8 @@ class StockService:
     def __init__(self) -> None:
         import onnxruntime as ort
 
-        self.housing = ort.InferenceSession(self.housing_ref.path_of(ONNX_FILE))
-        self.mnist = ort.InferenceSession(self.mnist_ref.path_of(ONNX_FILE))
+        self.housing = ort.InferenceSession(self.housing_ref.path_of(FORMATS["onnx"].file))
+        self.mnist = ort.InferenceSession(self.mnist_ref.path_of(FORMATS["onnx"].file))
 
     @bentoml.api(
         batchable=True,

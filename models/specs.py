@@ -58,7 +58,3 @@ MNIST = ModelSpec(
     output_shape=(MNIST_NUM_CLASSES,),
     train_command="python -m training.mnist",
 )
-
-# File names inside each BentoML model directory (DESIGN.md, "Model store contract").
-ONNX_FILE = "model.onnx"
-TORCHSCRIPT_FILE = "model.torchscript"

@@ -3,13 +3,14 @@ MODEL_BACKEND / MODEL_DEVICE and reported by GET /status.
 
 | MODEL_BACKEND | MODEL_DEVICE | result |
 |---|---|---|
-| auto (default) | auto (default) | a usable GPU: torchscript on cuda (inference_mode); else onnx on cpu |
-| auto | cpu / cuda | onnx on cpu / torchscript on cuda |
+| auto (default) | auto (default) | usable GPU: AUTO_BACKEND["cuda"] on cuda, else AUTO_BACKEND["cpu"] |
+| auto | cpu / cuda | AUTO_BACKEND of that device |
 | onnx | auto | cuda when onnxruntime-gpu's CUDA provider and a GPU are both there, else cpu |
-| torchscript | auto | cuda when torch sees a GPU, else cpu |
+| torchscript, aoti (torch formats) | auto | cuda when torch sees a GPU, else cpu |
 | any | cuda | cuda, or a start-up error (DeviceUnavailableError) naming what is missing |
 
-In an environment without torch (the cpu container image), `torchscript` and `auto` + `cuda` stop
+The backends are the formats of models/formats.py; what each needs comes from its `runtime`. In an
+environment without torch (the cpu container image), a torch format and `auto` + `cuda` stop
 start-up with BackendUnavailableError naming the gpu image; `auto` on a GPU host falls back to onnx
 on cpu there, saying why. `auto` is a choice made in the open (the reason is in /status and the
 log); an explicit `cuda` that cannot be honoured is an error, never a silent fallback. The ONNX path
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 
 from models.device import DeviceUnavailableError, nvidia_gpus, onnx_cuda_provider
+from models.formats import FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ AUTO_BACKEND = {"cpu": "onnx", "cuda": "torchscript"}
 
 @dataclass(frozen=True)
 class Placement:
-    backend: str  # onnx | torchscript
+    backend: str  # a format of models/formats.py
     device: str  # cpu | cuda
     reason: str
     gpu: str | None = None
@@ -76,10 +78,14 @@ def choose(backend: str, device: str) -> Placement:
     """Resolve MODEL_BACKEND / MODEL_DEVICE; raises DeviceUnavailableError for a `cuda` that cannot be had."""
     if backend == "auto":
         if device == "cpu":
-            return Placement(AUTO_BACKEND["cpu"], "cpu", "auto: MODEL_DEVICE=cpu -> onnx on cpu")
+            return Placement(
+                AUTO_BACKEND["cpu"], "cpu", f"auto: MODEL_DEVICE=cpu -> {AUTO_BACKEND['cpu']} on cpu"
+            )
         gpus, why_none = nvidia_gpus()
         if device == "auto" and not gpus:
-            return Placement(AUTO_BACKEND["cpu"], "cpu", f"auto: no GPU ({why_none}) -> onnx on cpu")
+            return Placement(
+                AUTO_BACKEND["cpu"], "cpu", f"auto: no GPU ({why_none}) -> {AUTO_BACKEND['cpu']} on cpu"
+            )
         if device == "cuda" and not has_torch():
             raise BackendUnavailableError(f"MODEL_BACKEND=auto, MODEL_DEVICE=cuda: {TORCH_MISSING}")
         gpu, why_not = torch_cuda()
@@ -87,38 +93,42 @@ def choose(backend: str, device: str) -> Placement:
             if device == "cuda":
                 raise DeviceUnavailableError(f"MODEL_DEVICE=cuda: {why_not}; use MODEL_DEVICE=cpu or auto")
             return Placement(
-                AUTO_BACKEND["cpu"], "cpu", f"auto: {gpus[0]} present but {why_not} -> onnx on cpu"
+                AUTO_BACKEND["cpu"],
+                "cpu",
+                f"auto: {gpus[0]} present but {why_not} -> {AUTO_BACKEND['cpu']} on cpu",
             )
-        return Placement(AUTO_BACKEND["cuda"], "cuda", f"auto: {gpu} present -> torchscript on cuda", gpu)
-    if backend == "torchscript":
+        return Placement(
+            AUTO_BACKEND["cuda"], "cuda", f"auto: {gpu} present -> {AUTO_BACKEND['cuda']} on cuda", gpu
+        )
+    if backend not in FORMATS:
+        raise ValueError(f"unknown backend {backend!r}; known: auto, {', '.join(FORMATS)}")
+    if FORMATS[backend].runtime == "torch":
         if not has_torch():
-            raise BackendUnavailableError(f"MODEL_BACKEND=torchscript: {TORCH_MISSING}")
+            raise BackendUnavailableError(f"MODEL_BACKEND={backend}: {TORCH_MISSING}")
         if device == "cpu":
-            return Placement(backend, "cpu", "MODEL_BACKEND=torchscript, MODEL_DEVICE=cpu")
+            return Placement(backend, "cpu", f"MODEL_BACKEND={backend}, MODEL_DEVICE=cpu")
         gpu, why_not = torch_cuda()
         if gpu is None:
             if device == "cuda":
                 raise DeviceUnavailableError(
-                    f"MODEL_DEVICE=cuda with MODEL_BACKEND=torchscript: {why_not}; "
-                    "use MODEL_DEVICE=cpu or auto"
+                    f"MODEL_DEVICE=cuda with MODEL_BACKEND={backend}: {why_not}; use MODEL_DEVICE=cpu or auto"
                 )
-            return Placement(backend, "cpu", f"torchscript, MODEL_DEVICE=auto: {why_not} -> cpu")
-        return Placement(backend, "cuda", f"torchscript, MODEL_DEVICE={device}: {gpu} -> cuda", gpu)
-    if backend == "onnx":
-        if device == "cpu":
-            return Placement(backend, "cpu", "MODEL_BACKEND=onnx, MODEL_DEVICE=cpu")
-        gpus, why_none = nvidia_gpus()
-        has_provider, why_no_provider = onnx_cuda_provider() if gpus or device == "cuda" else (False, "")
-        if gpus and has_provider:
-            return Placement(backend, "cuda", f"onnx, MODEL_DEVICE={device}: {gpus[0]} -> cuda", gpus[0])
-        missing = why_none if not gpus else why_no_provider
-        if device == "cuda":
-            raise DeviceUnavailableError(
-                f"MODEL_DEVICE=cuda with MODEL_BACKEND=onnx needs a GPU and onnxruntime-gpu: {missing}; "
-                "use MODEL_DEVICE=cpu or auto on this machine"
-            )
-        return Placement(backend, "cpu", f"onnx, MODEL_DEVICE=auto: {missing} -> cpu")
-    raise ValueError(f"unknown backend {backend!r}")
+            return Placement(backend, "cpu", f"{backend}, MODEL_DEVICE=auto: {why_not} -> cpu")
+        return Placement(backend, "cuda", f"{backend}, MODEL_DEVICE={device}: {gpu} -> cuda", gpu)
+    # onnxruntime
+    if device == "cpu":
+        return Placement(backend, "cpu", f"MODEL_BACKEND={backend}, MODEL_DEVICE=cpu")
+    gpus, why_none = nvidia_gpus()
+    has_provider, why_no_provider = onnx_cuda_provider() if gpus or device == "cuda" else (False, "")
+    if gpus and has_provider:
+        return Placement(backend, "cuda", f"{backend}, MODEL_DEVICE={device}: {gpus[0]} -> cuda", gpus[0])
+    missing = why_none if not gpus else why_no_provider
+    if device == "cuda":
+        raise DeviceUnavailableError(
+            f"MODEL_DEVICE=cuda with MODEL_BACKEND={backend} needs a GPU and onnxruntime-gpu: {missing}; "
+            "use MODEL_DEVICE=cpu or auto on this machine"
+        )
+    return Placement(backend, "cpu", f"{backend}, MODEL_DEVICE=auto: {missing} -> cpu")
 
 
 @cache

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import attrs
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
@@ -27,15 +28,13 @@ from starlette.routing import Route
 
 from models import integrity
 from models.specs import HOUSING, MNIST, ModelSpec
-from service import oip, oip_openapi, patches
-from service.auth import BearerAuth
+from service import oip
 from service.images import Invert
-from service.limits import RequestLimits
-from service.oip_routes import Binding, OipRoutes
+from service.oip_routes import Binding
 from service.placement import BackendUnavailableError, resolve
 from service.schemas import HOUSING_RANGE, PIXEL_RANGE, DigitPrediction, HousingFeatures, Images
 from service.settings import ServiceSettings, get_settings
-from service.timing import ServerTiming, record_unbatched
+from service.timing import record_unbatched
 
 # A child of BentoML's logger: `bentoml serve` configures only that one (INFO, its format); others are muted.
 logger = logging.getLogger("bentoml.model_serving")
@@ -83,14 +82,6 @@ V2_MODELS = {
         deadline_ms=settings.mnist_max_latency_ms,
     ),
 }
-patches.apply(
-    settings.worker_count(),
-    settings,
-    route_builders=[
-        lambda factory: OipRoutes(factory, V2_MODELS, SERVICE_NAME, settings.worker_count()).routes()
-    ],
-    doc_paths=oip_openapi.paths(list(V2_MODELS)),
-)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -106,7 +97,7 @@ class ServedModel:
     spec: ModelSpec
     tag: str
     metadata: dict
-    backend: object  # service.backends.Backend
+    backend: object  # models.backends.Backend
 
     @property
     def version(self) -> str:
@@ -124,42 +115,69 @@ class ServedModel:
         }
 
 
-HOUSING_REF = bentoml.models.BentoModel(settings.housing_model)
-MNIST_REF = bentoml.models.BentoModel(settings.mnist_model)
+def missing_model(tag, train_command: str) -> str:
+    home = os.environ.get("BENTOML_HOME", "~/bentoml")
+    return (
+        f"model {tag} is not in the BentoML model store (BENTOML_HOME={home}). "
+        f"Train and register it with `{train_command}` (or `make train`)."
+    )
+
+
+@attrs.frozen
+class StoreModel(bentoml.models.BentoModel):
+    """A reference to a model in the local store. BentoML resolves the service's models before the
+    workers start (`bentoml serve`) and when it packs a bento (`bentoml build`); a missing one stops
+    either with one line naming the command that trains it (stock: a NotFound traceback, after
+    trying BentoCloud)."""
+
+    train_command: str = attrs.field(default="make train", eq=False)
+
+    def resolve(self, base_path=None):
+        if self.stored is None:
+            raise SystemExit(f"error: {missing_model(self.tag, self.train_command)}")
+        return super().resolve(base_path)
+
+    def to_info(self, alias=None):
+        if self.stored is None:
+            raise SystemExit(f"error: {missing_model(self.tag, self.train_command)}")
+        return super().to_info(alias)
+
+
+HOUSING_REF = StoreModel(settings.housing_model, train_command=HOUSING.train_command)
+MNIST_REF = StoreModel(settings.mnist_model, train_command=MNIST.train_command)
 MODELS = ((HOUSING_REF, HOUSING), (MNIST_REF, MNIST))
 
 
 def stored_model(ref: bentoml.models.BentoModel, spec: ModelSpec):
     stored = ref.stored
     if stored is None:
-        home = os.environ.get("BENTOML_HOME", "~/bentoml")
-        raise ModelNotFoundError(
-            f"model {ref.tag} is not in the BentoML model store (BENTOML_HOME={home}). "
-            f"Train and register it with `{spec.train_command}` (or `make train`)."
-        )
+        raise ModelNotFoundError(missing_model(ref.tag, spec.train_command))
     return stored
 
 
 def preflight() -> None:
-    """Checks that stop `bentoml serve` / `bentoml build` with one line before any worker starts:
-    both models are in the store, the requested device exists (MODEL_DEVICE=cuda without a GPU is an
-    error) and, in the serving process itself (the workers import this module too and load the models
-    anyway), each model file loads with the chosen backend and answers a warm-up batch correctly. A
-    corrupted model.onnx or a TorchScript file of another model never gets as far as a worker that
-    would crash and be restarted over and over behind a server that never turns ready."""
-    from bentoml._internal.context import server_context
-
+    """Checks that stop `bentoml serve` with one line before any worker starts (the service's
+    @bentoml.on_deployment hook: once, in the serving process): both models are in the store, the
+    requested device exists (MODEL_DEVICE=cuda without a GPU is an error), each model has the file of
+    the chosen format for that device with its recorded sha256, and that file loads and answers a
+    warm-up batch correctly. A corrupted model.onnx or a TorchScript file of another model never gets
+    as far as a worker that would crash and be restarted over and over behind a server that never
+    turns ready. Loaded on the CPU, so that this long-lived process keeps no CUDA context (GPU memory)
+    that only the workers need; a package compiled for the GPU only (aoti on cuda) is checked by
+    file and hash here, and loaded by the workers."""
     from models.device import DeviceUnavailableError
+    from models.formats import FORMATS
 
     try:
         for ref, spec in MODELS:
             stored_model(ref, spec)
         placement = resolve(settings.model_backend, settings.model_device)
         logger.info("%s; %d worker(s)", placement.reason, settings.worker_count())
-        if server_context.worker_index is None:
-            # On the CPU: the files are checked the same, and this long-lived process keeps no CUDA
-            # context (GPU memory) that only the workers need.
-            for ref, spec in MODELS:
+        fmt = FORMATS[placement.backend]
+        for ref, spec in MODELS:
+            if fmt.device_bound and placement.device != "cpu":
+                model_file(ref, spec, fmt, placement.device)
+            else:
                 warm_up(load_model(ref, spec, settings, device="cpu"), (1, 2))
     except (ModelNotFoundError, DeviceUnavailableError, BackendUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -171,26 +189,15 @@ def load_model(
     """The model's file for the chosen backend, checked against its recorded sha256 and loaded on the
     chosen device (or on `device`)."""
     from models.device import DeviceUnavailableError
-    from service.backends import BACKENDS, load_backend
+    from models.formats import FORMATS
 
-    stored = stored_model(ref, spec)
     placement = resolve(config.model_backend, config.model_device)
-    filename = BACKENDS[placement.backend][1]
+    device = device or placement.device
+    fmt = FORMATS[placement.backend]
+    stored = model_file(ref, spec, fmt, device)
+    filename = fmt.filename(device)
     try:
-        if not integrity.verify(Path(stored.path) / filename, stored.info.metadata):
-            logger.warning(
-                "%s: no sha256 recorded for %s (registered before integrity checks)", stored.tag, filename
-            )
-    except integrity.IntegrityError as exc:
-        raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{spec.train_command}`") from None
-    try:
-        backend = load_backend(
-            placement.backend,
-            Path(stored.path),
-            spec,
-            device or placement.device,
-            config.threads_per_worker(),
-        )
+        backend = fmt.load(Path(stored.path), spec, device, config.threads_per_worker())
     except DeviceUnavailableError:
         raise
     except ImportError as exc:  # the runtime itself is missing: an environment problem, not the file
@@ -204,6 +211,27 @@ def load_model(
             f"({type(exc).__name__}: {first_line(exc)}); re-export it with `{spec.train_command}`"
         ) from exc
     return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
+
+
+def model_file(ref: bentoml.models.BentoModel, spec: ModelSpec, fmt, device: str):
+    """The stored model, once its file of format `fmt` for `device` is there with the sha256 recorded
+    at registration (ModelLoadError otherwise)."""
+    stored = stored_model(ref, spec)
+    filename = fmt.filename(device)
+    if not (Path(stored.path) / filename).is_file():
+        where = " on a machine with a GPU" if fmt.device_bound and device == "cuda" else ""
+        raise ModelLoadError(
+            f"{stored.tag} has no {filename} (MODEL_BACKEND={fmt.name} on {device}); re-export it{where} "
+            f"with `{spec.train_command}`, or choose another MODEL_BACKEND"
+        )
+    try:
+        if not integrity.verify(Path(stored.path) / filename, stored.info.metadata):
+            logger.warning(
+                "%s: no sha256 recorded for %s (registered before integrity checks)", stored.tag, filename
+            )
+    except integrity.IntegrityError as exc:
+        raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{spec.train_command}`") from None
+    return stored
 
 
 def first_line(exc: BaseException) -> str:
@@ -273,6 +301,10 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 class ModelService:
     housing_ref = HOUSING_REF  # class attributes: `bentoml build` packs both models
     mnist_ref = MNIST_REF
+
+    @bentoml.on_deployment
+    def check_before_workers() -> None:
+        preflight()
 
     def __init__(self) -> None:
         self.ready = False
@@ -359,22 +391,3 @@ class ModelService:
         prediction = digit_predictions(self.mnist.predict(x[None, None]))[0]
         record_unbatched(start, 1)
         return prediction
-
-
-# BentoML wraps the app in these in the order added, the first outermost: authentication first, so
-# that a client without the token cannot take a worker's byte budget.
-try:
-    _token = settings.token()
-except ValueError as exc:
-    raise SystemExit(f"error: {exc}") from None
-if _token is not None:
-    ModelService.add_asgi_middleware(BearerAuth, token=_token, open_paths=settings.auth_open_paths)
-ModelService.add_asgi_middleware(
-    RequestLimits,
-    max_body_bytes=settings.max_body_bytes,
-    max_inflight_bytes=settings.max_inflight_bytes,
-)
-preflight()
-# After the preflight, which turns a device that cannot be had into one line.
-_placement = resolve(settings.model_backend, settings.model_device)
-ModelService.add_asgi_middleware(ServerTiming, placement=f"{_placement.backend}/{_placement.device}")

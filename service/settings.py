@@ -6,10 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.device import available_cpus
+from models.formats import FORMATS
 
 
 class ServiceSettings(BaseSettings):
@@ -17,10 +18,10 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
 
-    # Which exported graph runs the model, and where (service/placement.py). `auto`: torchscript on a
-    # usable GPU, ONNX Runtime on CPU elsewhere; `cuda` that cannot be had is a start-up error, never a
-    # silent fallback. GET /status says what was chosen and why.
-    model_backend: Literal["auto", "onnx", "torchscript"] = "auto"
+    # Which exported graph runs the model, and where (service/placement.py): `auto` or a format of
+    # models/formats.py (onnx, torchscript, aoti). `auto`: the measured best per device; `cuda` that
+    # cannot be had is a start-up error, never a silent fallback. GET /status says what and why.
+    model_backend: str = "auto"
     model_device: Literal["auto", "cpu", "cuda"] = "auto"
     housing_model: str = "housing_mlp:latest"
     mnist_model: str = "mnist_cnn:latest"
@@ -74,6 +75,13 @@ class ServiceSettings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0)
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
+
+    @field_validator("model_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"MODEL_BACKEND must be auto or one of {', '.join(FORMATS)}")
+        return value
 
     def token(self) -> str | None:
         """The bearer token (API_TOKEN, or the first line of API_TOKEN_FILE), or None: no authentication."""

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -53,11 +54,13 @@ def record_unbatched(start: float, items: int) -> None:
 
 
 class ServerTiming:
-    """ASGI middleware: `Server-Timing` on every response to a request that was predicted."""
+    """ASGI middleware: `Server-Timing` on every response to a request that was predicted.
+    `placement()` gives its `backend` ("onnx/cpu"), asked once, at the first prediction."""
 
-    def __init__(self, app, placement: str) -> None:
+    def __init__(self, app, placement: Callable[[], str]) -> None:
         self.app = app
-        self.placement = placement
+        self.placement_of = placement
+        self.placement: str | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -67,6 +70,8 @@ class ServerTiming:
 
         async def send_with_timing(message) -> None:
             if message["type"] == "http.response.start" and record.batches:
+                if self.placement is None:
+                    self.placement = self.placement_of()
                 header = record.header(self.placement).encode()
                 message = {**message, "headers": [*message.get("headers", []), (b"server-timing", header)]}
             await send(message)

@@ -93,17 +93,22 @@ def smoke_models(data_dir, tmp_path_factory) -> dict:
 
 
 def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:
-    """The stored model file of the backend under test, run directly (no server)."""
+    """The stored model file of the backend under test, run directly with its runtime (no server, not
+    the service's backend classes)."""
     import bentoml
     import onnxruntime as ort
     import torch
 
-    from models.specs import ONNX_FILE, TORCHSCRIPT_FILE
+    from models.formats import FORMATS
 
-    model_dir = Path(bentoml.models.get(tag).path)
+    path = Path(bentoml.models.get(tag).path) / FORMATS[backend].filename("cpu")
     if backend == "onnx":
-        session = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {spec.input_name: x})[0]
-    module = torch.jit.load(str(model_dir / TORCHSCRIPT_FILE))
+    module = (
+        torch.jit.load(str(path))
+        if backend == "torchscript"
+        else torch._inductor.aoti_load_package(str(path))
+    )
     with torch.inference_mode():
         return module(torch.from_numpy(x)).numpy()

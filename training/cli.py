@@ -13,11 +13,20 @@ import numpy as np
 import torch
 
 from models.device import DEVICE_CHOICES, DeviceUnavailableError
+from models.formats import FORMATS
 from training.data import DatasetMissingError, default_data_dir
 from training.export import ParityError
 
 # Errors that end a run with one clear line instead of a traceback.
 USER_ERRORS = (DatasetMissingError, ParityError, DeviceUnavailableError)
+
+
+def format_list(text: str) -> tuple[str, ...]:
+    names = tuple(f for f in text.split(",") if f)
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
+    return names
 
 
 def base_parser(
@@ -51,6 +60,12 @@ def base_parser(
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="training device")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation")
+    parser.add_argument(
+        "--formats",
+        type=format_list,
+        default=tuple(FORMATS),
+        help=f"export formats (models/formats.py), of: {','.join(FORMATS)}",
+    )
     parser.add_argument(
         "--no-register",
         action="store_true",

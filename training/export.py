@@ -1,8 +1,10 @@
-"""Export eager -> TorchScript + ONNX, the parity gate, and registration in the BentoML model store.
+"""Export eager -> every format of the registry (models/formats.py), the parity gate, and registration
+in the BentoML model store.
 
-`export()` writes `model.torchscript` and `model.onnx` (weights inside, dynamic batch axis, named
-input/output from models.specs). `register()` runs the parity gate on those files and only then
-creates a new version of the BentoML model; a mismatch raises `ParityError` and registers nothing.
+`export()` writes each format's file(s) (`model.onnx`, `model.torchscript`, `model.cpu.pt2`, and
+`model.cuda.pt2` on a GPU machine): weights inside, dynamic batch axis, named input/output from
+models.specs. `register()` runs the parity gate on those files, through the serving backends, and only
+then creates a new version of the BentoML model; a mismatch raises `ParityError` and registers nothing.
 """
 
 from __future__ import annotations
@@ -20,92 +22,80 @@ import torch
 from torch import nn
 
 from models import integrity
-from models.jit import torchscript_allowed
-from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
+from models.device import available_cpus, nvidia_gpus, onnx_cuda_provider
+from models.formats import FORMATS
+from models.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-PARITY_BATCH_SIZES = (1, 7, 64)
+# 1, 7 and 64 (the acceptance sizes) and 100: none of them the export example's 8 rows, 100 beyond it.
+PARITY_BATCH_SIZES = (1, 7, 64, 100)
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-4
+METADATA_KEY = "formats"  # metadata["formats"][format] = {"files": {device: file name}}
 
 
 class ParityError(RuntimeError):
     """An exported graph disagrees with eager PyTorch beyond tolerance."""
 
 
+def machine_devices() -> tuple[str, ...]:
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
 @dataclass(frozen=True)
 class ExportedFiles:
-    torchscript: Path
-    onnx: Path
+    """What `export` wrote: {format: {device: path}} (a device-independent file listed for "cpu")."""
 
-    @classmethod
-    def in_dir(cls, out_dir: Path) -> ExportedFiles:
-        return cls(out_dir / TORCHSCRIPT_FILE, out_dir / ONNX_FILE)
+    files: dict[str, dict[str, Path]]
+
+    def paths(self) -> list[Path]:
+        return sorted({p for by_device in self.files.values() for p in by_device.values()})
+
+    def metadata(self) -> dict:
+        return {
+            name: {"files": {d: p.name for d, p in by_device.items()}}
+            for name, by_device in self.files.items()
+        }
 
 
-def export(model: nn.Module, spec: ModelSpec, example: np.ndarray, out_dir: Path) -> ExportedFiles:
-    """Write TorchScript (torch.jit.script) and ONNX (dynamo exporter) of `model` to `out_dir`."""
+def export(
+    model: nn.Module,
+    spec: ModelSpec,
+    example: np.ndarray,
+    out_dir: Path,
+    formats: tuple[str, ...] | None = None,
+) -> ExportedFiles:
+    """Write every format of the registry (or `formats`) for `model` to `out_dir`: device-bound formats
+    once per device this machine has."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = ExportedFiles.in_dir(out_dir)
     model = model.eval().cpu()
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
-    if len(x) < 2:
-        raise ValueError("export needs an example batch of at least 2 rows (batch 1 would be specialized)")
-    with torchscript_allowed():
-        torch.jit.save(torch.jit.script(model), str(files.torchscript))
-    batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(
-        model,
-        (x,),
-        str(files.onnx),
-        dynamo=True,
-        external_data=False,
-        input_names=[spec.input_name],
-        output_names=[spec.output_name],
-        dynamic_shapes=({0: batch},),
-        verbose=False,
-    )
-    logger.info("exported %s and %s", files.torchscript, files.onnx)
-    return files
+    files: dict[str, dict[str, Path]] = {}
+    for name in formats or tuple(FORMATS):
+        fmt = FORMATS[name]
+        for device in fmt.export_devices(machine_devices()):
+            path = out_dir / fmt.filename(device)
+            fmt.export(model, spec, example, path, device)
+            files.setdefault(name, {})[device] = path
+            logger.info("exported %s (%s, %s)", path, name, device)
+    return ExportedFiles(files)
 
 
 def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Every exported graph on every device this machine has: TorchScript and ONNX Runtime on the CPU,
-    TorchScript on the GPU when torch sees one, ONNX Runtime's CUDA provider when onnxruntime-gpu is
-    installed and a GPU is present (the serving devices of service.placement)."""
-    import onnxruntime as ort
-
-    from models.device import (
-        CUDA_PROVIDER,
-        CUDA_PROVIDER_OPTIONS,
-        full_precision_cuda,
-        nvidia_gpus,
-        onnx_cuda_provider,
-    )
-
-    def torchscript_on(device: str):
-        with torchscript_allowed():
-            module = torch.jit.load(str(files.torchscript), map_location=device).eval()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(x).to(device)).cpu().numpy()
-
-        return run
-
-    def onnx_on(provider: str, options: dict | None = None):
-        session = ort.InferenceSession(str(files.onnx), providers=[(provider, options or {})])
-        if session.get_providers()[0] != provider:
-            raise ParityError(f"{spec.name}: ONNX Runtime did not get {provider}: {session.get_providers()}")
-        return lambda x: session.run([spec.output_name], {spec.input_name: x})[0]
-
-    out = {"torchscript": torchscript_on("cpu"), "onnx": onnx_on("CPUExecutionProvider")}
-    if torch.cuda.is_available():
-        full_precision_cuda()
-        out["torchscript_cuda"] = torchscript_on("cuda")
-        if nvidia_gpus()[0] and onnx_cuda_provider()[0]:
-            out["onnx_cuda"] = onnx_on(CUDA_PROVIDER, CUDA_PROVIDER_OPTIONS)
+    """Every exported file on every device this machine can run it on, through the serving backend of
+    its format: `<format>` on the CPU, `<format>_cuda` on the GPU (torch formats when torch sees a GPU,
+    ONNX when onnxruntime-gpu's CUDA provider is installed too)."""
+    cuda = {"torch": torch.cuda.is_available()}
+    cuda["onnxruntime"] = bool(cuda["torch"] and nvidia_gpus()[0] and onnx_cuda_provider()[0])
+    out = {}
+    for name, by_device in files.files.items():
+        fmt = FORMATS[name]
+        for device in (d for d in machine_devices() if d in fmt.devices):
+            path = by_device.get(device, None if fmt.device_bound else by_device.get("cpu"))
+            if path is None or (device == "cuda" and not cuda.get(fmt.runtime, False)):
+                continue
+            backend = fmt.backend(path, spec, device, available_cpus())
+            out[name if device == "cpu" else f"{name}_cuda"] = backend
     return out
 
 
@@ -132,7 +122,13 @@ def check_parity(
         with torch.inference_mode():
             expected = model(torch.from_numpy(x_np)).numpy()
         for backend, run in graphs.items():
-            got = run(x_np)
+            try:
+                got = run(x_np)
+            except Exception as exc:  # a file of another model, a package for another device
+                failures.append(
+                    f"{backend} batch {b}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                )
+                continue
             if got.shape != expected.shape:
                 failures.append(f"{backend} batch {b}: shape {got.shape} != eager {expected.shape}")
                 continue
@@ -184,11 +180,16 @@ def register(
         **metadata,
         "io": spec.io_metadata(),
         "parity": parity,
-        "onnx_opset": int(onnx.load(str(files.onnx), load_external_data=False).opset_import[0].version),
+        METADATA_KEY: files.metadata(),  # which formats, and for which devices
         "versions": library_versions(),
         # sha256 of the files that passed the gate: the service refuses a file that differs
-        integrity.METADATA_KEY: integrity.describe([files.onnx, files.torchscript]),
+        integrity.METADATA_KEY: integrity.describe(files.paths()),
     }
+    if "onnx" in files.files:
+        onnx_file = files.files["onnx"]["cpu"]
+        full_metadata["onnx_opset"] = int(
+            onnx.load(str(onnx_file), load_external_data=False).opset_import[0].version
+        )
     # JSON round trip: tuples -> lists, str subclasses (torch's TorchVersion) -> str, for model.yaml.
     full_metadata = json.loads(json.dumps(full_metadata))
     tag = None
@@ -197,8 +198,8 @@ def register(
             spec.name, labels=labels or {}, metadata=full_metadata, module="training.export"
         ) as bento_model:
             tag = bento_model.tag
-            shutil.copyfile(files.onnx, bento_model.path_of(ONNX_FILE))
-            shutil.copyfile(files.torchscript, bento_model.path_of(TORCHSCRIPT_FILE))
+            for path in files.paths():
+                shutil.copyfile(path, bento_model.path_of(path.name))
     except BaseException:
         # BentoML removes a half-copied model on an Exception but not on Ctrl+C (KeyboardInterrupt):
         # whatever of this version reached the store goes, so that nothing half-written is served.
@@ -238,10 +239,11 @@ def export_and_register(
     *,
     labels: dict[str, str] | None = None,
     do_register: bool = True,
+    formats: tuple[str, ...] | None = None,
 ) -> str | None:
-    """The tail of every training run: export to `out_dir`, then parity gate (+ registration).
-    `parity_inputs` are real test inputs (at least max(PARITY_BATCH_SIZES) rows)."""
-    files = export(model, spec, parity_inputs[:8], out_dir)
+    """The tail of every training run: export to `out_dir` (every format, or `formats`), then parity
+    gate (+ registration). `parity_inputs` are real test inputs (at least max(PARITY_BATCH_SIZES) rows)."""
+    files = export(model, spec, parity_inputs[:8], out_dir, formats)
     if not do_register:
         check_parity(model, spec, files, parity_inputs)
         return None

@@ -128,6 +128,7 @@ def finish(
         metadata,
         labels=labels,
         do_register=not args.no_register,
+        formats=args.formats,
     )
     summary = {"tag": tag, **metrics, "training": info, "history": [asdict(h) for h in run.history]}
     (args.out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))

@@ -31,7 +31,8 @@ from scipy.special import softmax
 
 from loadtests.payloads import png_bytes
 from loadtests.server import REPO, free_port
-from models.specs import HOUSING, MNIST, ONNX_FILE
+from models.formats import FORMATS
+from models.specs import HOUSING, MNIST
 from service.images import to_mnist
 from tests.service.test_shutdown import in_progress
 
@@ -139,7 +140,7 @@ def model_file(c: Container, status: dict, model: str, tmp_path) -> str:
     """The image's own copy of a model's ONNX file (the bento's models folder), copied out."""
     name, version = status["models"][model]["tag"].split(":")
     dest = tmp_path / f"{name}.onnx"
-    engine("cp", f"{c.id}:{BENTO_PATH}/models/{name}/{version}/{ONNX_FILE}", str(dest))
+    engine("cp", f"{c.id}:{BENTO_PATH}/models/{name}/{version}/{FORMATS['onnx'].file}", str(dest))
     return str(dest)
 
 

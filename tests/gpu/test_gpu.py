@@ -30,16 +30,18 @@ pytestmark = [
 ]
 
 
-def test_parity_gate_ran_torchscript_on_the_gpu(smoke_models):
-    """Training on a GPU machine registers parity errors of TorchScript run on CUDA (and ONNX Runtime's
-    CUDA provider when onnxruntime-gpu is installed), all within the gate's tolerance."""
+def test_parity_gate_ran_torchscript_and_aoti_on_the_gpu(smoke_models):
+    """Training on a GPU machine registers parity errors of TorchScript and the CUDA AOTInductor package
+    run on CUDA (and ONNX Runtime's CUDA provider when onnxruntime-gpu is installed), all within the
+    gate's tolerance."""
     import bentoml
 
     for name in ("housing_mlp", "mnist_cnn"):
         parity = bentoml.models.get(smoke_models[name]["tag"]).info.metadata["parity"]
         errors = parity["max_abs_error"]
-        assert set(errors["torchscript_cuda"]) == {"1", "7", "64"}, errors
-        assert max(errors["torchscript_cuda"].values()) <= parity["atol"] * 10, errors
+        for graph in ("torchscript_cuda", "aoti_cuda"):  # the AOTInductor package compiled for CUDA
+            assert set(errors[graph]) == {"1", "7", "64", "100"}, errors
+            assert max(errors[graph].values()) <= parity["atol"] * 10, errors
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,16 @@ def test_accuracy_over_http_on_the_gpu_equals_the_stored_metrics(gpu_server, dat
     h, m = result["housing_mlp"], result["mnist_cnn"]
     assert abs(h["served_test_rmse"] - h["stored_test_rmse"]) < RMSE_TOLERANCE, h
     assert m["served_test_accuracy"] == m["stored_test_accuracy"], m
+
+
+def test_aoti_cuda_package_serves_on_the_gpu(smoke_models):
+    """Training on a GPU machine also compiles `model.cuda.pt2`; MODEL_BACKEND=aoti serves it."""
+    env = models_env(smoke_models, MODEL_BACKEND="aoti", MODEL_DEVICE="cuda", WORKERS="1")
+    with Server(env) as server:
+        status = requests.get(f"{server.url}/status", timeout=10).json()
+        assert {(m["backend"], m["device"]) for m in status["models"].values()} == {("aoti", "cuda")}
+        result = check(server.url)
+    assert result["mnist_cnn"]["served_test_accuracy"] == result["mnist_cnn"]["stored_test_accuracy"]
 
 
 def test_onnx_runtime_on_the_gpu_when_installed(smoke_models):

@@ -18,7 +18,7 @@ def test_short_headless_run_produces_a_checked_report(smoke_models, tmp_path, mo
     monkeypatch.setenv("HOUSING_MODEL", smoke_models["housing_mlp"]["tag"])
     monkeypatch.setenv("MNIST_MODEL", smoke_models["mnist_cnn"]["tag"])
     report = main([
-        "--devices", "cuda,cpu", "--backends", "onnx", "--workers", "2", "--users", "2", "--duration", "3",
+        "--devices", "cuda,cpu", "--backends", "onnx", "--workers", "2", "--users", "2", "--duration", "4",
         "--endpoints", ",".join(ENDPOINTS), "--out", str(tmp_path),
     ])  # fmt: skip
     text = report.read_text()

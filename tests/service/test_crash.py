@@ -16,7 +16,8 @@ import onnxruntime as ort
 import psutil
 
 from loadtests.server import Server
-from models.specs import HOUSING, MNIST, ONNX_FILE
+from models.formats import FORMATS
+from models.specs import HOUSING, MNIST
 from tests.conftest import models_env
 
 CONNECTIONS = 16
@@ -26,7 +27,7 @@ KILL_AT, END_AT = 4.0, 16.0
 def _offline(tag: str, spec, x: np.ndarray) -> np.ndarray:
     import bentoml
 
-    session = ort.InferenceSession(str(Path(bentoml.models.get(tag).path) / ONNX_FILE))
+    session = ort.InferenceSession(str(Path(bentoml.models.get(tag).path) / FORMATS["onnx"].file))
     return session.run(None, {spec.input_name: x})[0]
 
 

@@ -19,19 +19,21 @@ from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
 from loadtests.report import batch_histogram, mean_batch
 from loadtests.server import Server
+from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from tests.conftest import offline_outputs
 
 # The ONNX server runs with the default MODEL_BACKEND=auto / MODEL_DEVICE=auto and every GPU hidden
 # (CUDA_VISIBLE_DEVICES=""), so it also shows what `auto` picks on a machine without a GPU; the GPU
-# side is tests/gpu. TorchScript is asked for explicitly, on the CPU.
+# side is tests/gpu. TorchScript and the AOTInductor package are asked for explicitly, on the CPU.
 PLACEMENT_ENV = {
     "onnx": {"MODEL_BACKEND": "auto", "MODEL_DEVICE": "auto", "CUDA_VISIBLE_DEVICES": ""},
     "torchscript": {"MODEL_BACKEND": "torchscript", "MODEL_DEVICE": "cpu"},
+    "aoti": {"MODEL_BACKEND": "aoti", "MODEL_DEVICE": "cpu"},
 }
 
 
-@pytest.fixture(scope="module", params=["onnx", "torchscript"])
+@pytest.fixture(scope="module", params=list(FORMATS))
 def server(request, smoke_models):
     env = {
         **PLACEMENT_ENV[request.param],

@@ -229,10 +229,41 @@ def test_stock_bentoml_error_bodies_still_need_the_patch(smoke_models):
     assert pickled.status_code == 415 and isinstance(pickled.json(), list)
 
 
-def test_patches_are_installed_on_bentoml_1_4():
+def test_fingerprints_match_the_pinned_bentoml_and_a_change_stops_start_up():
+    """Every replaced function is the one its patch was verified on; were one different, start-up
+    stops with one line naming the patch (here: a fingerprint table that disagrees)."""
+    patches.verify()  # the installed BentoML / uvicorn: pyproject pins them
+    changed = {**patches.FINGERPRINTS, "timeout.stock_call": "000000000000"}
+    with pytest.raises(patches.PatchMismatch) as info:
+        patches.verify(changed)
+    message = str(info.value)
+    assert message.startswith("error: BentoML ") and "service/patches/timeout.py (call: " in message
+    assert "\n" not in message
+
+
+def test_importing_the_service_patches_nothing_and_start_up_installs_them():
+    """`import service.service` (definitions) changes no BentoML function; `service.app` is where
+    start-up happens. Run in a fresh interpreter: this test session has already imported both."""
+    import subprocess
+    import sys
+
+    code = (
+        "from bentoml._internal.server.http import traffic; stock = traffic.TimeoutMiddleware.__call__\n"
+        "import service.service\n"
+        "assert traffic.TimeoutMiddleware.__call__ is stock, 'import patched'\n"
+        "import service.app\n"
+        "from service.patches import timeout\n"
+        "assert traffic.TimeoutMiddleware.__call__ is timeout.patched_call, 'start-up did not patch'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_patches_are_installed_once():
     from service.settings import ServiceSettings
 
-    assert patches.apply(1, ServiceSettings()) is True
+    patches.apply(1, ServiceSettings())
+    patches.apply(1, ServiceSettings())  # a second call changes nothing
     assert traffic.TimeoutMiddleware.__call__ is timeout.patched_call
     assert IOMixin.mime_type.__func__ is media_type.cached_mime_type.__func__
     assert Optimizer.trigger_refresh is batching.refresh_without_hold

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from loadtests.server import Server
-from models.specs import ONNX_FILE, TORCHSCRIPT_FILE
+from models.formats import FORMATS
 from tests.conftest import REPO, models_env
 
 
@@ -117,17 +117,32 @@ def _tampered_copy(tag: str, name: str, filename: str, content: bytes, *, regist
     return str(model.tag)
 
 
-def test_corrupted_onnx_file_stops_start_up_with_its_name(smoke_models):
-    onnx = Path(_model_path(smoke_models["housing_mlp"]["tag"]), ONNX_FILE).read_bytes()
-    tag = _tampered_copy(
-        smoke_models["housing_mlp"]["tag"], "housing_mlp_corrupt", ONNX_FILE, onnx[: len(onnx) // 2]
-    )
-    out = _failed_start(models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
-    assert f"error: {tag}: {ONNX_FILE} could not be loaded by onnx" in out
+def test_model_without_the_format_file_stops_start_up(smoke_models):
+    """A model registered without the chosen format's file (an older export, or an AOTInductor
+    package compiled only for another device) stops start-up with one line naming the fix."""
+    import bentoml
+
+    tag = _tampered_copy(smoke_models["housing_mlp"]["tag"], "housing_mlp_no_pt2", "model.cpu.pt2", b"")
+    Path(bentoml.models.get(tag).path, "model.cpu.pt2").unlink()
+    out = _failed_start(models_env(smoke_models, MODEL_BACKEND="aoti", HOUSING_MODEL=tag))
+    assert f"error: {tag} has no model.cpu.pt2 (MODEL_BACKEND=aoti on cpu); re-export it with" in out
     assert "python -m training.housing" in out and "Traceback" not in out
 
 
-@pytest.mark.parametrize("backend,filename", [("onnx", ONNX_FILE), ("torchscript", TORCHSCRIPT_FILE)])
+def test_corrupted_onnx_file_stops_start_up_with_its_name(smoke_models):
+    onnx = Path(_model_path(smoke_models["housing_mlp"]["tag"]), FORMATS["onnx"].file).read_bytes()
+    tag = _tampered_copy(
+        smoke_models["housing_mlp"]["tag"],
+        "housing_mlp_corrupt",
+        FORMATS["onnx"].file,
+        onnx[: len(onnx) // 2],
+    )
+    out = _failed_start(models_env(smoke_models, MODEL_BACKEND="onnx", HOUSING_MODEL=tag))
+    assert f"error: {tag}: {FORMATS['onnx'].file} could not be loaded by onnx" in out
+    assert "python -m training.housing" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("backend,filename", [(name, fmt.filename("cpu")) for name, fmt in FORMATS.items()])
 def test_model_file_changed_after_registration_stops_start_up(smoke_models, backend, filename):
     """The sha256 recorded at registration (after the parity gate) is checked at load: a file
     changed in the store afterwards, even one that would still load, stops start-up with one line
@@ -143,9 +158,9 @@ def test_model_file_changed_after_registration_stops_start_up(smoke_models, back
 
 
 def test_torchscript_file_of_another_model_stops_start_up(smoke_models):
-    mnist_ts = Path(_model_path(smoke_models["mnist_cnn"]["tag"]), TORCHSCRIPT_FILE).read_bytes()
+    mnist_ts = Path(_model_path(smoke_models["mnist_cnn"]["tag"]), FORMATS["torchscript"].file).read_bytes()
     tag = _tampered_copy(
-        smoke_models["housing_mlp"]["tag"], "housing_mlp_swapped", TORCHSCRIPT_FILE, mnist_ts
+        smoke_models["housing_mlp"]["tag"], "housing_mlp_swapped", FORMATS["torchscript"].file, mnist_ts
     )
     out = _failed_start(models_env(smoke_models, MODEL_BACKEND="torchscript", HOUSING_MODEL=tag))
     assert f"error: {tag}: its torchscript model does not take housing_mlp's input" in out

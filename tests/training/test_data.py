@@ -1,9 +1,13 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 from sklearn.datasets import fetch_california_housing
 from sklearn.model_selection import train_test_split
 
 from models.specs import HOUSING_FEATURES
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 
 def test_housing_split_is_the_documented_one(data_dir, housing):
@@ -33,6 +37,30 @@ def test_mnist_split_official_test_and_disjoint_validation(mnist):
     # train and valid together are the 60,000 official training images, each once
     counts = np.bincount(np.concatenate([mnist.train.y, mnist.valid.y]))
     assert counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_mnist_files_read_with_numpy_equal_torchvision(data_dir, mnist):
+    """The IDX files are read without torch (the load generator's test split); torchvision agrees."""
+    from torchvision.datasets import MNIST
+
+    ds = MNIST(root=str(data_dir), train=False, download=False)
+    np.testing.assert_array_equal(mnist.test.x[:, 0], ds.data.numpy().astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(mnist.test.y, ds.targets.numpy())
+
+
+def test_the_load_generator_does_not_import_torch(data_dir):
+    """The locustfile with its payloads (test splits, V2 bodies by tritonclient) leaves torch out:
+    a Locust process stays small and starts fast."""
+    code = (
+        "import sys\n"
+        "import loadtests.locustfile\n"
+        "from loadtests.payloads import housing_test, mnist_test, v2_bodies\n"
+        "housing_test(); mnist_test(); v2_bodies('mnist_cnn', 2, 2, 0, True)\n"
+        "assert not {'torch', 'torchvision'} & set(sys.modules), 'torch imported'\n"
+    )
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def _assert_one_clear_line(proc, data_dir, dataset):

@@ -25,7 +25,12 @@ def housing_model(housing):
 
 @pytest.fixture(scope="module")
 def housing_files(housing_model, housing, tmp_path_factory) -> ExportedFiles:
+    """Every format of the registry (AOTInductor included: one compile, ~15-40 s here)."""
     return export(housing_model, HOUSING, housing.test.x[:8], tmp_path_factory.mktemp("housing"))
+
+
+def _file(files: ExportedFiles, name: str) -> Path:
+    return files.files[name]["cpu"]
 
 
 def _graph_io(path: Path):
@@ -42,16 +47,16 @@ def test_export_is_self_contained_with_named_io_and_dynamic_batch(
         if which == "housing"
         else (MNIST, MnistCNN(MnistConfig()).eval(), mnist.test.x)
     )
-    files = export(model, spec, x[:8], tmp_path)
+    files = export(model, spec, x[:8], tmp_path, formats=("onnx", "torchscript"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.torchscript"]  # no .data
-    inp, out = _graph_io(files.onnx)
+    inp, out = _graph_io(_file(files, "onnx"))
     assert (inp.name, out.name) == (spec.input_name, spec.output_name)
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch axis
     assert [d.dim_value for d in dims[1:]] == list(spec.input_shape)
     # raw inputs at batch sizes never seen at export time; parity gate at 1, 7, 64
-    session = ort.InferenceSession(str(files.onnx), providers=["CPUExecutionProvider"])
-    scripted = torch.jit.load(str(files.torchscript))
+    session = ort.InferenceSession(str(_file(files, "onnx")), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(_file(files, "torchscript")))
     for n in (1, 3, 100):
         batch = np.ascontiguousarray(x[:n])
         with torch.inference_mode():
@@ -60,8 +65,24 @@ def test_export_is_self_contained_with_named_io_and_dynamic_batch(
         got = session.run(None, {spec.input_name: batch})[0]
         assert got.shape == (n, *spec.output_shape)
         np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-4)
-    report = check_parity(model, spec, files, x[:64])
-    assert set(report["max_abs_error"]["onnx"]) == {"1", "7", "64"}
+    report = check_parity(model, spec, files, x[:100])
+    assert set(report["max_abs_error"]["onnx"]) == {"1", "7", "64", "100"}
+
+
+def test_aoti_package_has_a_dynamic_batch_and_passes_the_parity_gate(housing_model, housing, housing_files):
+    """torch.export + AOTInductor: one package for the CPU (no GPU here), any batch size, equal to
+    eager; the parity gate ran it through the serving backend at 1, 7, 64 and 100 rows."""
+    assert set(housing_files.files["aoti"]) == {"cpu"} or torch.cuda.is_available()
+    package = torch._inductor.aoti_load_package(str(_file(housing_files, "aoti")))
+    for n in (1, 3, 100, 1000):
+        batch = torch.from_numpy(np.ascontiguousarray(housing.test.x[:n]))
+        with torch.inference_mode():
+            np.testing.assert_allclose(
+                package(batch).numpy(), housing_model(batch).numpy(), atol=1e-5, rtol=1e-5
+            )
+    report = check_parity(housing_model, HOUSING, housing_files, housing.test.x[:100])
+    assert set(report["max_abs_error"]) >= {"onnx", "torchscript", "aoti"}
+    assert set(report["max_abs_error"]["aoti"]) == {"1", "7", "64", "100"}
 
 
 def _models_in_store(name: str) -> list:
@@ -71,22 +92,22 @@ def _models_in_store(name: str) -> list:
 def test_parity_gate_rejects_corrupted_onnx_and_registers_nothing(
     housing_model, housing, housing_files, tmp_path
 ):
-    proto = onnx.load(str(housing_files.onnx))
+    proto = onnx.load(str(_file(housing_files, "onnx")))
     # perturb one linear layer's weights: a plausible, silent corruption
     init = [i for i in proto.graph.initializer if len(i.dims) == 2][-1]
     arr = numpy_helper.to_array(init) * 1.5
     init.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), init.name))
-    corrupted = ExportedFiles(housing_files.torchscript, tmp_path / "model.onnx")
-    onnx.save(proto, str(corrupted.onnx))
+    corrupted = ExportedFiles({**housing_files.files, "onnx": {"cpu": tmp_path / "model.onnx"}})
+    onnx.save(proto, str(_file(corrupted, "onnx")))
     before = len(_models_in_store(HOUSING.name))
     with pytest.raises(ParityError, match=r"onnx batch 64: max abs error .*Nothing was registered"):
-        register(housing_model, HOUSING, corrupted, housing.test.x[:64], {"test_rmse": 0.0})
+        register(housing_model, HOUSING, corrupted, housing.test.x[:100], {"test_rmse": 0.0})
     assert len(_models_in_store(HOUSING.name)) == before
 
 
 def test_parity_gate_rejects_torchscript_of_another_model(housing_model, housing, housing_files, tmp_path):
     other = HousingMLP(HousingConfig(), FeaturePreprocess.fit(housing.valid.x, HousingConfig().log_features))
-    other_files = export(other, HOUSING, housing.test.x[:8], tmp_path)
-    mixed = ExportedFiles(other_files.torchscript, housing_files.onnx)
+    other_files = export(other, HOUSING, housing.test.x[:8], tmp_path, formats=("torchscript",))
+    mixed = ExportedFiles({**housing_files.files, "torchscript": other_files.files["torchscript"]})
     with pytest.raises(ParityError, match="torchscript batch 64"):
-        check_parity(housing_model, HOUSING, mixed, housing.test.x[:64])
+        check_parity(housing_model, HOUSING, mixed, housing.test.x[:100])

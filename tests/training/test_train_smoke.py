@@ -7,16 +7,21 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from models.formats import FORMATS
 from models.integrity import sha256
-from models.specs import HOUSING, MNIST, ONNX_FILE, TORCHSCRIPT_FILE
+from models.specs import HOUSING, MNIST
 from tests.conftest import train
 
 
 def _stored(tag: str):
+    """The registered model: every format of the registry is in it (the metadata says which file for
+    which device), each with the sha256 the service checks at load."""
     model = bentoml.models.get(tag)
-    for name in (ONNX_FILE, TORCHSCRIPT_FILE):
+    formats = model.info.metadata["formats"]
+    assert set(formats) == set(FORMATS)
+    assert formats["aoti"]["files"]["cpu"] == "model.cpu.pt2"
+    for name in {f for entry in formats.values() for f in entry["files"].values()}:
         path = Path(model.path_of(name))
-        # the sha256 recorded at registration is the stored file's (the service checks it at load)
         assert model.info.metadata["files"][name] == {"sha256": sha256(path), "bytes": path.stat().st_size}
     return model
 
@@ -32,12 +37,14 @@ def test_housing_smoke_run_registers_a_usable_model(data_dir, housing, smoke_mod
     assert meta["io"]["input"] == {"name": "features", "shape": [-1, 8], "dtype": "float32"}
     assert meta["training"]["limit"] == 2000
     # the stored ONNX file, fed the raw test split, reproduces the stored metric
-    session = ort.InferenceSession(model.path_of(ONNX_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.path_of(FORMATS["onnx"].file), providers=["CPUExecutionProvider"])
     pred = session.run(None, {HOUSING.input_name: housing.test.x})[0][:, 0]
     rmse = float(np.sqrt(np.mean((pred.astype(np.float64) - housing.test.y) ** 2)))
     assert rmse == pytest.approx(meta["test_rmse"], rel=1e-4)
     # a second run is a new version of the same model
-    summary2 = train("training.housing", data_dir, tmp_path, "--epochs", "1", "--limit", "500")
+    summary2 = train(
+        "training.housing", data_dir, tmp_path, "--epochs", "1", "--limit", "500", "--formats", "onnx"
+    )
     assert summary2["tag"] != summary["tag"]
     assert bentoml.models.get(f"{HOUSING.name}:latest").tag == bentoml.models.get(summary2["tag"]).tag
 
@@ -51,7 +58,7 @@ def test_mnist_smoke_run_registers_a_usable_model(mnist, smoke_models):
     assert meta["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert meta["test_accuracy"] > 0.5  # 1 epoch on 2,000 images: far above chance (0.1)
     assert np.array(meta["confusion_matrix"]).sum() == 10000
-    session = ort.InferenceSession(model.path_of(ONNX_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.path_of(FORMATS["onnx"].file), providers=["CPUExecutionProvider"])
     logits = np.concatenate(
         [session.run(None, {MNIST.input_name: mnist.test.x[i : i + 2000]})[0] for i in range(0, 10000, 2000)]
     )

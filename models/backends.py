@@ -1,8 +1,10 @@
-"""Inference backends behind one small interface: ONNX Runtime or TorchScript, on CPU or CUDA.
+"""Serving backends behind one small interface: ONNX Runtime, TorchScript or an AOTInductor package,
+on CPU or CUDA. Each format of models/formats.py names its backend class; the service serves with it
+and the parity gate checks the exported files through it, so what passed the gate is what serves.
 
-Each backend takes the model's raw float32 input (batch first) and returns its raw output.
-The device is already resolved (service.placement): `cpu` or `cuda`; a CUDA session that did not get
-the GPU raises DeviceUnavailableError.
+Each backend takes the model's raw float32 input (batch first) and returns its raw output. The device
+is already resolved (service.placement): `cpu` or `cuda`; a CUDA session that did not get the GPU
+raises DeviceUnavailableError. Importing this module imports neither torch nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from models.device import CUDA_PROVIDER, CUDA_PROVIDER_OPTIONS, DeviceUnavailableError, full_precision_cuda
 from models.jit import torchscript_allowed
-from models.specs import ONNX_FILE, TORCHSCRIPT_FILE, ModelSpec
+from models.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +108,33 @@ class TorchScriptBackend:
         return info
 
 
-BACKENDS = {"onnx": (OnnxBackend, ONNX_FILE), "torchscript": (TorchScriptBackend, TORCHSCRIPT_FILE)}
+class AotiBackend:
+    """A torch.export program compiled ahead of time by AOTInductor (`model.<device>.pt2`): C++/CUDA
+    kernels for one device, loaded without Python graph code and run under inference_mode."""
 
+    kind = "aoti"
 
-def load_backend(kind: str, model_dir: Path, spec: ModelSpec, device: str, threads: int) -> Backend:
-    """The model file of backend `kind` in `model_dir`, loaded on `device` (`cpu` or `cuda`)."""
-    cls, filename = BACKENDS[kind]
-    backend = cls(Path(model_dir) / filename, spec, device, threads)
-    logger.info("loaded %s: %s", spec.name, backend.describe())
-    return backend
+    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # the compiled CPU kernels use OpenMP: per OS thread, as TorchScript
+        if device == "cuda":
+            full_precision_cuda()
+        self.torch = torch
+        self.torch_device = torch.device(device)
+        self.runner = torch._inductor.aoti_load_package(str(path))
+        self.device = device
+        self.spec = spec
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.torch.get_num_threads() != self.threads:
+            self.torch.set_num_threads(self.threads)
+        with self.torch.inference_mode():
+            return self.runner(self.torch.from_numpy(x).to(self.torch_device)).cpu().numpy()
+
+    def describe(self) -> dict:
+        info = {"backend": self.kind, "device": self.device, "torch_threads": self.threads}
+        if self.device == "cuda":
+            info["gpu"] = self.torch.cuda.get_device_name(self.torch_device)
+        return info

@@ -1,0 +1,65 @@
+"""The registry of formats (models/formats.py) drives export, the parity gate, registration, the
+service's settings, placement and loading, and the load-test runners: a format added to the registry
+in this test, and nowhere else, goes all the way."""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+import pytest
+import torch
+
+from loadtests import run
+from models.backends import OnnxBackend
+from models.formats import FORMATS, Format, export_onnx
+from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
+from models.specs import HOUSING
+from service.placement import choose
+from service.settings import ServiceSettings
+from training.export import check_parity, export, register
+
+# An ONNX file under another name: exported, checked and served by the ONNX code it names.
+DUMMY = Format("onnx_copy", "model.copy.onnx", "onnxruntime", export_onnx, OnnxBackend)
+
+
+@pytest.fixture
+def dummy_format(monkeypatch):
+    monkeypatch.setitem(FORMATS, DUMMY.name, DUMMY)
+    return DUMMY
+
+
+def test_a_format_added_to_the_registry_is_exported_checked_registered_and_served(
+    dummy_format, housing, tmp_path
+):
+    torch.manual_seed(0)
+    config = HousingConfig()
+    model = HousingMLP(config, FeaturePreprocess.fit(housing.train.x, config.log_features)).eval()
+    x = housing.test.x
+
+    files = export(model, HOUSING, x[:8], tmp_path, formats=(DUMMY.name,))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.copy.onnx"]
+    report = check_parity(model, HOUSING, files, x[:100])
+    assert set(report["max_abs_error"]) == {DUMMY.name}  # through the format's own backend
+    tag = register(model, HOUSING, files, x[:100], {"test_rmse": 0.0})
+    stored = bentoml.models.get(tag)
+    assert stored.info.metadata["formats"] == {DUMMY.name: {"files": {"cpu": "model.copy.onnx"}}}
+    assert "model.copy.onnx" in stored.info.metadata["files"]  # its sha256, checked when served
+
+    # the service: its setting accepts the name, placement resolves it, the model loads and answers
+    from service.service import StoreModel, load_model
+
+    settings = ServiceSettings(model_backend=DUMMY.name, model_device="cpu")
+    assert choose(DUMMY.name, "auto").backend == DUMMY.name
+    served = load_model(StoreModel(tag), HOUSING, settings)
+    with torch.inference_mode():
+        eager = model(torch.from_numpy(np.ascontiguousarray(x[:5]))).numpy()
+    np.testing.assert_allclose(served.predict(x[:5]), eager, atol=1e-5)
+    assert served.backend.kind == "onnx" and served.status()["backend"] == "onnx"
+
+    # the load-test runner sweeps every registered format by default
+    assert DUMMY.name in run.build_parser().parse_args([]).backends
+
+
+def test_unknown_backend_is_refused_by_the_settings():
+    with pytest.raises(ValueError, match="MODEL_BACKEND must be auto or one of onnx, torchscript, aoti"):
+        ServiceSettings(model_backend="tensorrt")
