@@ -122,7 +122,10 @@ class AotiBackend:
             full_precision_cuda()
         self.torch = torch
         self.torch_device = torch.device(device)
-        self.runner = torch._inductor.aoti_load_package(str(path))
+        # The package's C++ loader, as torch._inductor.aoti_load_package uses it, without that
+        # function's import of torch._inductor / torch._dynamo: 1.7 s and ~100 MB per process here
+        # (BENCHMARKS.md, cold start). One tensor in, one out: no pytree (un)flattening needed.
+        self.runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
         self.device = device
         self.spec = spec
         self.threads = threads
@@ -131,7 +134,7 @@ class AotiBackend:
         if self.torch.get_num_threads() != self.threads:
             self.torch.set_num_threads(self.threads)
         with self.torch.inference_mode():
-            return self.runner(self.torch.from_numpy(x).to(self.torch_device)).cpu().numpy()
+            return self.runner.run([self.torch.from_numpy(x).to(self.torch_device)])[0].cpu().numpy()
 
     def describe(self) -> dict:
         info = {"backend": self.kind, "device": self.device, "torch_threads": self.threads}

@@ -46,6 +46,9 @@ class Format:
     runtime: str  # the Python package that runs it: "onnxruntime" or "torch"
     export: Exporter
     backend: Callable[[Path, ModelSpec, str, int], Backend]
+    # Triton's names for it (Open Inference Protocol model metadata `platform`, model config
+    # `backend`); aoti has no Triton platform of its own: "torch_aoti" is ours.
+    triton: tuple[str, str] = ("", "")
     devices: tuple[str, ...] = DEVICES  # where it can serve
     device_bound: bool = False  # compiled for one device: exported per device, loads only there
 
@@ -116,9 +119,26 @@ def export_aoti(model, spec: ModelSpec, example: np.ndarray, path: Path, device:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("onnx", "model.onnx", "onnxruntime", export_onnx, OnnxBackend),
-        Format("torchscript", "model.torchscript", "torch", export_torchscript, TorchScriptBackend),
-        Format("aoti", "model.{device}.pt2", "torch", export_aoti, AotiBackend, device_bound=True),
+        Format(
+            "onnx", "model.onnx", "onnxruntime", export_onnx, OnnxBackend, ("onnxruntime_onnx", "onnxruntime")
+        ),
+        Format(
+            "torchscript",
+            "model.torchscript",
+            "torch",
+            export_torchscript,
+            TorchScriptBackend,
+            ("pytorch_libtorch", "pytorch"),
+        ),
+        Format(
+            "aoti",
+            "model.{device}.pt2",
+            "torch",
+            export_aoti,
+            AotiBackend,
+            ("torch_aoti", "pytorch"),
+            device_bound=True,
+        ),
     )
 }
 

@@ -25,8 +25,6 @@ DATATYPE = "FP32"  # every tensor these models take or give
 WIRE_DTYPE = np.dtype("<f4")  # binary tensor data: little-endian, row-major, no padding
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
-# Triton's names for the runtime behind a model (model metadata `platform`, config `backend`).
-PLATFORMS = {"onnx": ("onnxruntime_onnx", "onnxruntime"), "torchscript": ("pytorch_libtorch", "pytorch")}
 
 _numbers = TypeAdapter(list[FiniteFloat])
 
@@ -239,11 +237,11 @@ def server_metadata(name: str, version: str) -> dict:
     return {"name": name, "version": version, "extensions": list(EXTENSIONS)}
 
 
-def model_metadata(model: ModelInterface, version: str, backend: str) -> dict:
+def model_metadata(model: ModelInterface, version: str, platform: str) -> dict:
     return {
         "name": model.name,
         "versions": [version],
-        "platform": PLATFORMS[backend][0],
+        "platform": platform,
         "inputs": [model.input.metadata()],
         "outputs": [t.metadata() for t in model.outputs],
     }
@@ -252,7 +250,7 @@ def model_metadata(model: ModelInterface, version: str, backend: str) -> dict:
 def model_config(
     model: ModelInterface,
     version: str,
-    backend: str,
+    triton: tuple[str, str],
     device: str,
     workers: int,
     batch_items: int,
@@ -260,7 +258,7 @@ def model_config(
 ) -> dict:
     """Triton's model configuration of what is served: `max_batch_size` is the most items one request
     may carry, `preferred_batch_size` the batcher's batch, the queue timeout its shedding deadline."""
-    platform, runtime = PLATFORMS[backend]
+    platform, runtime = triton  # Triton's platform and backend names of the format served
     return {
         "name": model.name,
         "platform": platform,

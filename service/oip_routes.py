@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from models.formats import FORMATS
 from service import oip
 from service.patches import dispatch_timing
 from service.patches.error_bodies import OVERLOADED
@@ -117,7 +118,8 @@ class OipRoutes:
             binding, served = self._served(request)
         except oip.ProtocolError as exc:
             return _error(exc.status, str(exc))
-        return JSONResponse(oip.model_metadata(binding.interface, served.version, served.backend.kind))
+        platform = FORMATS[served.backend.kind].triton[0]
+        return JSONResponse(oip.model_metadata(binding.interface, served.version, platform))
 
     async def model_ready(self, request: Request) -> Response:
         try:
@@ -137,7 +139,7 @@ class OipRoutes:
         config = oip.model_config(
             binding.interface,
             served.version,
-            served.backend.kind,
+            FORMATS[served.backend.kind].triton,
             served.backend.device,
             self.workers,
             binding.batch_items,

@@ -18,11 +18,12 @@ from tritonclient.utils import InferenceServerException
 
 from loadtests.payloads import png_bytes
 from loadtests.server import Server
+from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from tests.conftest import models_env, offline_outputs
 
 
-@pytest.fixture(scope="module", params=["onnx", "torchscript"])
+@pytest.fixture(scope="module", params=list(FORMATS))
 def server(request, smoke_models):
     with Server(models_env(smoke_models, MODEL_BACKEND=request.param, WORKERS="2")) as srv:
         srv.backend = request.param
@@ -40,7 +41,7 @@ def test_server_and_model_metadata_readiness_config_and_statistics(server, smoke
     meta = client.get_server_metadata()
     assert meta["name"] == "model_serving"
     assert {"binary_tensor_data", "model_configuration", "statistics"} <= set(meta["extensions"])
-    platform = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}[server.backend]
+    platform = FORMATS[server.backend].triton[0]  # onnxruntime_onnx, pytorch_libtorch
     for spec, outputs in ((HOUSING, ["value"]), (MNIST, ["logits", "probabilities"])):
         version = version_of(smoke_models, spec.name)
         for asked in ("", version):  # latest, and the version served
