@@ -51,6 +51,18 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _answering_protocol_errors(handler):
+    """The handler, with a ProtocolError it raises answered as `{"error": ...}` and its status."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except oip.ProtocolError as exc:
+            return _error(exc.status, str(exc))
+
+    return endpoint
+
+
 class OipRoutes:
     def __init__(self, factory, bindings: dict[str, Binding], server_name: str, workers: int) -> None:
         self.factory = factory  # BentoML's ServiceAppFactory: its batchers and batch_infer
@@ -60,21 +72,21 @@ class OipRoutes:
 
     def routes(self) -> list[Route]:
         model = "/v2/models/{name}"
-        routes = [
-            Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/health/live", self.live, methods=["GET"]),
-            Route("/v2/health/ready", self.ready, methods=["GET"]),
-            Route("/v2/models/stats", self.stats, methods=["GET"]),
+        table = [
+            ("/v2", self.server_metadata, "GET"),
+            ("/v2/health/live", self.live, "GET"),
+            ("/v2/health/ready", self.ready, "GET"),
+            ("/v2/models/stats", self.stats, "GET"),
         ]
         for base in (model, model + "/versions/{version}"):
-            routes += [
-                Route(base, self.model_metadata, methods=["GET"]),
-                Route(base + "/ready", self.model_ready, methods=["GET"]),
-                Route(base + "/config", self.model_config, methods=["GET"]),
-                Route(base + "/stats", self.stats, methods=["GET"]),
-                Route(base + "/infer", self.infer, methods=["POST"]),
+            table += [
+                (base, self.model_metadata, "GET"),
+                (base + "/ready", self.model_ready, "GET"),
+                (base + "/config", self.model_config, "GET"),
+                (base + "/stats", self.stats, "GET"),
+                (base + "/infer", self.infer, "POST"),
             ]
-        return routes
+        return [Route(path, _answering_protocol_errors(handler), methods=[m]) for path, handler, m in table]
 
     @staticmethod
     def _service():
@@ -114,28 +126,19 @@ class OipRoutes:
         return JSONResponse({"ready": False, "error": NOT_READY}, status_code=503)
 
     async def model_metadata(self, request: Request) -> Response:
-        try:
-            binding, served = self._served(request)
-        except oip.ProtocolError as exc:
-            return _error(exc.status, str(exc))
+        binding, served = self._served(request)
         platform = FORMATS[served.backend.kind].triton[0]
         return JSONResponse(oip.model_metadata(binding.interface, served.version, platform))
 
     async def model_ready(self, request: Request) -> Response:
-        try:
-            binding, served = self._served(request)
-        except oip.ProtocolError as exc:
-            return _error(exc.status, str(exc))
-        ready = self._service().__is_ready__()
-        return JSONResponse(
-            {"name": binding.interface.name, "ready": ready}, status_code=200 if ready else 503
-        )
+        binding, _ = self._served(request)
+        if self._service().__is_ready__():
+            return JSONResponse({"name": binding.interface.name, "ready": True})
+        body = {"name": binding.interface.name, "ready": False, "error": NOT_READY}
+        return JSONResponse(body, status_code=503)
 
     async def model_config(self, request: Request) -> Response:
-        try:
-            binding, served = self._served(request)
-        except oip.ProtocolError as exc:
-            return _error(exc.status, str(exc))
+        binding, served = self._served(request)
         config = oip.model_config(
             binding.interface,
             served.version,
@@ -152,10 +155,7 @@ class OipRoutes:
         Prometheus histograms over all workers)."""
         names = list(self.bindings)
         if "name" in request.path_params:
-            try:
-                self._served(request)
-            except oip.ProtocolError as exc:
-                return _error(exc.status, str(exc))
+            self._served(request)  # unknown model or version: 404
             names = [request.path_params["name"]]
         service = self._service()
         if service is None:
@@ -167,12 +167,9 @@ class OipRoutes:
         return JSONResponse({"model_stats": entries})
 
     async def infer(self, request: Request) -> Response:
-        try:
-            binding, served = self._served(request)
-            body = await request.body()
-            parsed = oip.parse_infer(body, request.headers.get(oip.HEADER_LENGTH), binding.interface)
-        except oip.ProtocolError as exc:
-            return _error(exc.status, str(exc))
+        binding, served = self._served(request)
+        body = await request.body()
+        parsed = oip.parse_infer(body, request.headers.get(oip.HEADER_LENGTH), binding.interface)
         try:
             result = await self.factory.batch_infer(binding.api, (binding.to_api(parsed.array),), {})
         except ServiceUnavailable:

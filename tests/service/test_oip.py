@@ -17,6 +17,7 @@ from scipy.special import softmax
 from tritonclient.utils import InferenceServerException
 
 from loadtests.payloads import png_bytes
+from loadtests.protocol import server_timing
 from loadtests.server import Server
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
@@ -94,12 +95,8 @@ def test_inference_equals_the_stored_model_files(server, smoke_models, housing, 
 
 
 def _timing(response) -> dict[str, str]:
-    """`Server-Timing` as {metric: dur or desc}."""
-    out = {}
-    for metric in response.headers["server-timing"].split(","):
-        name, _, param = metric.strip().partition(";")
-        out[name] = param.split("=", 1)[1].strip('"')
-    return out
+    """`Server-Timing` as {metric: dur or desc}, parsed as the load tests parse it."""
+    return server_timing(response.headers["server-timing"])
 
 
 def test_v2_requests_join_the_json_endpoints_batches(server, mnist):
