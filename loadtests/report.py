@@ -1,4 +1,4 @@
-"""Parsing of Locust's CSV and BentoML's /metrics, and the report (report.md + PNG plots)."""
+"""Parsing of Locust's CSV and the service's /metrics, and the report (report.md + PNG plots)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-BATCH_METRIC = "adaptive_batch_size"
+# Requests per batch: the service's histogram (label `model`), and stock BentoML's adaptive batcher's
+# (label `method_name`, the API) for the baseline server.
+BATCH_METRICS = {
+    "model_serving_batch_requests": "model",
+    "bentoml_service_adaptive_batch_size": "method_name",
+}
 
 
 def locust_stats(stats_csv: Path) -> dict[str, dict]:
@@ -42,15 +47,16 @@ def locust_stats(stats_csv: Path) -> dict[str, dict]:
 
 
 def batch_histogram(metrics_text: str) -> dict[str, tuple[float, float]]:
-    """(sum, count) of BentoML's adaptive batch size histogram per API method, from /metrics.
-    The histogram observes how many requests went into each batch."""
+    """(sum, count) of the requests-per-batch histogram, per model (the service) or per API method
+    (stock BentoML), from /metrics."""
     out: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(metrics_text):
-        if not family.name.endswith(BATCH_METRIC):
+        label = BATCH_METRICS.get(family.name)
+        if label is None:
             continue
         for sample in family.samples:
-            method = sample.labels.get("method_name", "")
-            acc = out.setdefault(method, [0.0, 0.0])
+            key = sample.labels.get(label, "")
+            acc = out.setdefault(key, [0.0, 0.0])
             if sample.name.endswith("_sum"):
                 acc[0] += sample.value
             elif sample.name.endswith("_count"):
@@ -58,10 +64,10 @@ def batch_histogram(metrics_text: str) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def mean_batch(before: dict, after: dict, method: str) -> float:
-    """Mean requests per batch between two /metrics scrapes (nan when no batch ran)."""
-    s0, c0 = before.get(method, (0.0, 0.0))
-    s1, c1 = after.get(method, (0.0, 0.0))
+def mean_batch(before: dict, after: dict, key: str) -> float:
+    """Mean requests per batch of a model (or API) between two /metrics scrapes (nan when none ran)."""
+    s0, c0 = before.get(key, (0.0, 0.0))
+    s1, c1 = after.get(key, (0.0, 0.0))
     return (s1 - s0) / (c1 - c0) if c1 > c0 else float("nan")
 
 
@@ -201,8 +207,9 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
         parts += ["## Where the time went", "", "![latency split](latency_split.png)", ""]
     parts.append(
         "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
-        "mean_batch = requests per adaptive batch (BentoML's adaptive_batch_size histogram, delta over "
-        "the run; - for the upload endpoint, which is not batched); offline_pct = items_per_s as % of the "
+        "mean_batch = requests per batch of the model (the service's model_serving_batch_requests "
+        "histogram, stock BentoML's adaptive_batch_size, delta over the run); "
+        "offline_pct = items_per_s as % of the "
         "offline ceiling of the same device/backend (`loadtests.offline`, best batch the service can form); "
         "server_cpu_pct = CPU of the server's process tree and generator_cpu_pct of the Locust process "
         "tree, both over the seconds the load ran (first request to last answer; 100 = one core; rps "

@@ -38,7 +38,7 @@ from training.data import DatasetMissingError, default_data_dir, require_dataset
 
 logger = logging.getLogger("loadtests.run")
 
-ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model, batched API it joins)
+ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model, stock BentoML's API)
     "predict_housing": ("HousingUser", "housing_rows", HOUSING.name, "predict_housing"),
     "classify_digits": ("DigitsJsonUser", "mnist_images", MNIST.name, "classify_digits"),
     "classify_digit_image": ("DigitsPngUser", None, MNIST.name, None),
@@ -197,7 +197,8 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
         **combo, "workers": server.workers, "endpoint": endpoint, "model": model, "users": users, **stats,
         "items_per_request": items, "items_per_s": stats["rps"] * items,
         "offline_pct": 100 * stats["rps"] * items / ceiling if ceiling else float("nan"),
-        "mean_batch": mean_batch(before, after, api) if api else float("nan"),
+        # requests per batch: of the model (ours; uploads join its batches), of the API (stock BentoML)
+        "mean_batch": mean_batch(before, after, model if name == "ours" else api or ""),
         # where the time went (the answers' Server-Timing): the rest is HTTP, parsing, the network
         **split, "other_ms": stats["avg_ms"] - split["queue_ms"] - split["compute_ms"],
         # responses the locustfile checked; Locust's CSV is written just before the last in-flight

@@ -44,9 +44,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def worker_rss_mb(pid: int) -> list[float]:
-    """Resident memory (MiB) of each worker process of a server (the arbiter's descendants)."""
+    """Resident memory (MiB) of each worker process of a server (the arbiter's descendants; the
+    process itself when it has none, as uvicorn with one worker)."""
     rss = []
-    for proc in tree(pid)[1:]:
+    procs = tree(pid)
+    for proc in procs[1:] or procs[:1]:
         try:
             rss.append(proc.memory_info().rss / 2**20)
         except psutil.NoSuchProcess:

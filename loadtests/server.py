@@ -1,4 +1,5 @@
-"""Start and stop a real `bentoml serve` process on 127.0.0.1 (used by the load-test runner and tests)."""
+"""Start and stop a real server process on 127.0.0.1 (used by the load-test runners and the tests):
+`bentoml serve` of the service or of the stock-BentoML baseline, or uvicorn with the FastAPI baseline."""
 
 from __future__ import annotations
 
@@ -16,7 +17,19 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = "service.app:ModelService"
-SERVERS = {"ours": SERVICE, "stock": "loadtests.stock_service:StockService"}  # --servers of loadtests.run
+SERVERS = {  # --servers of loadtests.run and loadtests.wrk
+    "ours": SERVICE,
+    "stock": "loadtests.stock_service:StockService",  # the same model.onnx files on stock BentoML
+    "fastapi": "loadtests.fastapi_baseline:app",  # the same files behind plain FastAPI (uvicorn)
+}
+
+
+def serve_command(target: str, port: int) -> list[str]:
+    """`bentoml serve <service>`, or uvicorn (its defaults: one process) for a plain ASGI app."""
+    if target.endswith(":app"):
+        return [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning"]  # fmt: skip
+    return [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def free_port() -> int:
@@ -26,10 +39,16 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `bentoml serve` process on 127.0.0.1, stopped by its PID (process group) on exit."""
+    """A real server process on 127.0.0.1, stopped by its PID (process group) on exit. `repo`: the
+    checkout it runs from (another one: the service as it was, for before/after measurements)."""
 
     def __init__(
-        self, env: dict, startup_timeout: float = 180, target: str = SERVICE, port: int | None = None
+        self,
+        env: dict,
+        startup_timeout: float = 180,
+        target: str = SERVICE,
+        port: int | None = None,
+        repo: Path = REPO,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,18 +58,8 @@ class Server:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}  # for /status
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bentoml-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                target,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
+            serve_command(target, self.port),
+            cwd=repo,
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -83,7 +92,7 @@ class Server:
         /status (so that a load test does not start while one is still loading). Each call opens a
         batch of fresh connections at once (the kernel spreads them over the workers' SO_REUSEPORT
         sockets) and the PIDs seen add up across calls, so 16 workers are found as surely as 2.
-        Servers without /status (the stock baseline) have one worker."""
+        Servers without /status (the baselines) have one worker."""
 
         def status() -> requests.Response:
             headers = {"Connection": "close", **self.headers}

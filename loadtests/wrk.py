@@ -1,13 +1,17 @@
-"""Cross-check with a light load generator: wrk (C, one thread) against our service and stock BentoML.
+"""Cross-check with a light load generator: wrk (C, one thread) against the service and baselines.
 
     python -m loadtests.wrk                      # ours + stock, the four cases below, 32 connections
     python -m loadtests.wrk --servers ours --cases housing_1 --duration 300     # a sustained run
     python -m loadtests.wrk --servers ours --cases mnist_64,v2_binary_mnist_64  # JSON vs V2 binary
+    python -m loadtests.wrk --servers fastapi,before,ours --before-repo ../before   # before / after
 
 Locust (loadtests.run) checks every answer but spends a core of its own in Python; wrk only counts
 status codes and costs a few % of a core, so it shows what the service does when the generator is
 not the bottleneck (the load-test issue's targets are stated for such a generator). Needs the `wrk`
-binary (Debian/Ubuntu: `apt-get install wrk`). Bodies are real test-split rows/images.
+binary (Debian/Ubuntu: `apt-get install wrk`). Bodies are real test-split rows/images. Servers: `ours`
+(this checkout), `stock` (stock BentoML), `fastapi` (plain FastAPI + ONNX Runtime, one uvicorn
+process), `before` (the service of another checkout, --before-repo: e.g. `git worktree add ../before
+<commit>`). `cpu_ms` is the server's CPU per request over wrk's run (all its processes).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 from loadtests.payloads import json_bodies, v2_bodies
 from loadtests.protocol import v2_path
 from loadtests.sampling import ResourceSampler
-from loadtests.server import SERVERS, Server
+from loadtests.server import REPO, SERVERS, Server
 from models.specs import HOUSING, MNIST
 
 CASES = {  # name -> (endpoint, items per request, V2 model and binary tensors, or None for plain JSON)
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         prog="python -m loadtests.wrk", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
-    p.add_argument("--servers", default="ours,stock", help="ours, stock (see loadtests.run)")
+    p.add_argument("--servers", default="ours,stock", help=f"of: {', '.join(SERVERS)}, before")
+    p.add_argument("--before-repo", type=Path, default=None, help="checkout whose service `before` runs")
     p.add_argument(
         "--cases",
         default=",".join(DEFAULT_CASES),
@@ -129,17 +134,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = args.out or Path("reports") / f"wrk-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
+    names = args.servers.split(",")
+    if "before" in names and args.before_repo is None:
+        raise SystemExit("error: --servers before needs --before-repo (a checkout of the service to compare)")
     print(
-        "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | server CPU % "
+        "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | server CPU % | cpu_ms "
         "| worker RSS MiB (growth) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scripts:
-        for name in args.servers.split(","):
-            with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=SERVERS[name]) as server:
+        for name in names:
+            target, repo = (
+                (SERVERS["ours"], args.before_repo.resolve()) if name == "before" else (SERVERS[name], REPO)
+            )
+            with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=target, repo=repo) as server:
                 for case in args.cases.split(","):
-                    if name == "stock" and CASES[case][2] is not None:
-                        continue  # stock BentoML has no Open Inference Protocol routes
+                    if name in ("stock", "fastapi") and CASES[case][2] is not None:
+                        continue  # the baselines have no Open Inference Protocol routes
                     path, script = prepare(case, Path(scripts))
                     time.sleep(args.pause)  # let the previous case's queued requests drain
                     memory = ResourceSampler(server.proc.pid, period=0.5)
@@ -152,11 +163,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     row.update(
                         {k: summary[k] for k in ("server_cpu_pct", "rss_mb", "rss_growth_pct", "rss_peak_mb")}
                     )
+                    # server CPU per request: CPU seconds over wrk's run / its requests
+                    row["cpu_ms"] = (
+                        1000 * summary["server_cpu_pct"] / 100 * (t1 - t0) / max(row["requests"], 1)
+                    )
                     results.append(row)
                     print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
                           f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "
-                          f"{row['non_2xx']} | {row['server_cpu_pct']:.0f} | {row['rss_mb']:.0f} "
-                          f"({row['rss_growth_pct']:+.1f} %) |",
+                          f"{row['non_2xx']} | {row['server_cpu_pct']:.0f} | {row['cpu_ms']:.3f} | "
+                          f"{row['rss_mb']:.0f} ({row['rss_growth_pct']:+.1f} %) |",
                           flush=True)  # fmt: skip
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")

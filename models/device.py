@@ -5,6 +5,7 @@
   importing torch, so that the ONNX service path can decide `auto` for ~nothing.
 - `onnx_cuda_provider`: whether ONNX Runtime can run on the GPU (onnxruntime-gpu).
 - `available_cpus`: the CPUs this process may use (affinity mask and cgroup CPU quota), not the host's.
+- `available_memory`: the memory this process may use (the machine's, capped by a cgroup limit).
 """
 
 from __future__ import annotations
@@ -106,40 +107,55 @@ def onnx_cuda_provider() -> tuple[bool, str]:
     return True, ""
 
 
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
-    """CPUs granted by the tightest cgroup CPU quota on this process's cgroup path (v2 `cpu.max`, v1
-    `cpu.cfs_quota_us` / `cpu.cfs_period_us`), e.g. 2.0 for `docker run --cpus 2`; None without one."""
+def _cgroup_limit(
+    v2_file: str, v1_controller: str, v1_read, v2_read, root: Path, proc_cgroup: Path
+) -> float | None:
+    """The tightest limit of one cgroup controller on this process's cgroup path, v2 (`v2_file` in the
+    unified hierarchy) or v1 (the `v1_controller` hierarchy), from the process's cgroup up to the root of
+    the mount (inside a container the path is usually "/", and the container's own limit sits there)."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
         return None
-    quotas = []
+    limits = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2: one unified hierarchy, quota in cpu.max as "QUOTA PERIOD"
-            base, read = root, _v2_quota
-        elif "cpu" in controllers.split(","):  # cgroup v1: the cpu controller's own hierarchy
-            base = next(
-                (root / d for d in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / d).is_dir()), None
-            )
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            base, read = root, lambda folder: v2_read(folder / v2_file)
+        elif v1_controller in controllers.split(","):  # cgroup v1: the controller's own hierarchy
+            names = [v1_controller, *(d for d in ("cpu,cpuacct", "cpuacct,cpu") if v1_controller == "cpu")]
+            base = next((root / d for d in names if (root / d).is_dir()), None)
             if base is None:
                 continue
-            read = _v1_quota
+            read = v1_read
         else:
             continue
-        # From the process's cgroup up to the root of the mount (inside a container the path is
-        # usually "/", and the container's own quota sits at the root).
         parts = [p for p in path.strip("/").split("/") if p]
         for depth in range(len(parts), -1, -1):
-            quota = read(base.joinpath(*parts[:depth]))
-            if quota is not None:
-                quotas.append(quota)
-    return min(quotas) if quotas else None
+            limit = read(base.joinpath(*parts[:depth]))
+            if limit is not None:
+                limits.append(limit)
+    return min(limits) if limits else None
 
 
-def _v2_quota(folder: Path) -> float | None:
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs granted by the tightest cgroup CPU quota on this process's cgroup path (v2 `cpu.max`, v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`), e.g. 2.0 for `docker run --cpus 2`; None without one."""
+    return _cgroup_limit("cpu.max", "cpu", _v1_quota, _v2_quota, root, proc_cgroup)
+
+
+def cgroup_memory_limit(
+    root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """Bytes of memory granted by the tightest cgroup memory limit on this process's cgroup path (v2
+    `memory.max`, v1 `memory.limit_in_bytes`), e.g. 2 GiB for `docker run --memory 2g`; None without one."""
+    limit = _cgroup_limit("memory.max", "memory", _v1_memory, _v2_memory, root, proc_cgroup)
+    return None if limit is None else int(limit)
+
+
+def _v2_quota(file: Path) -> float | None:
     try:
-        quota, period = (folder / "cpu.max").read_text().split()
+        quota, period = file.read_text().split()
     except (OSError, ValueError):
         return None
     return None if quota == "max" else int(quota) / int(period)
@@ -152,6 +168,35 @@ def _v1_quota(folder: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None if quota <= 0 or period <= 0 else quota / period
+
+
+def _v2_memory(file: Path) -> float | None:
+    try:
+        value = file.read_text().strip()
+    except OSError:
+        return None
+    return None if value == "max" or not value.isdigit() else int(value)
+
+
+# cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number (or close to it).
+_V1_UNLIMITED = 1 << 62
+
+
+def _v1_memory(folder: Path) -> float | None:
+    try:
+        value = int((folder / "memory.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if value <= 0 or value >= _V1_UNLIMITED else value
+
+
+@cache
+def available_memory() -> int:
+    """Bytes of memory this process may use: the machine's memory, capped by a cgroup memory limit (a
+    2 GiB container on a 512 GiB host gets 2 GiB). Read once per process."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = cgroup_memory_limit()
+    return min(total, limit) if limit else total
 
 
 @cache

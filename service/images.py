@@ -1,17 +1,21 @@
 """Turn an uploaded picture of a digit into an MNIST-style 28x28 input, the way MNIST was made:
 grayscale, white digit on black, fitted into 20x20 keeping the aspect ratio, then placed in 28x28
-so that its centre of mass is at the centre."""
+so that its centre of mass is at the centre. `decode_upload` is the upload endpoint's codec: a file's
+bytes in, one (1, 1, 28, 28) float32 request out, or a 4xx naming what is wrong with the file."""
 
 from __future__ import annotations
 
-from typing import Literal
+import io
+from typing import Literal, get_args
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.specs import MNIST_IMAGE_SIZE
+from service.codecs import error
 
 Invert = Literal["auto", "yes", "no"]
+INVERT_CHOICES: tuple[str, ...] = get_args(Invert)
 DIGIT_BOX = 20  # MNIST digits were size-normalized into a 20x20 box
 MNIST_CENTRE = MNIST_IMAGE_SIZE // 2  # mean centre of mass of MNIST test digits: (13.99, 14.01)
 INK_THRESHOLD = 0.1  # intensity above which a pixel counts as part of the digit
@@ -61,3 +65,29 @@ def to_mnist(image: Image.Image, invert: Invert = "auto") -> np.ndarray:
     canvas = np.zeros((MNIST_IMAGE_SIZE, MNIST_IMAGE_SIZE), dtype=np.float32)
     canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     return np.clip(canvas, 0.0, 1.0)
+
+
+def decode_upload(data: bytes, invert: str, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """An uploaded image file -> (1, 1, 28, 28) float32; codecs.InvalidRequest (413 / 400) otherwise.
+    The pixel count is checked from the file's header, before anything is decoded (decompression
+    bombs: a 25 Mpx PNG can be a 25 KB file)."""
+    if invert not in INVERT_CHOICES:
+        raise error(400, f"invert is {invert!r}; it must be one of {', '.join(INVERT_CHOICES)}")
+    if len(data) > max_bytes:
+        raise error(413, f"image file is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise error(413, f"image is {w}x{h} pixels; the limit is {max_pixels} pixels")
+            img.load()
+            x = to_mnist(img, invert)
+    except UnidentifiedImageError:
+        raise error(
+            400, "image: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
+        ) from None
+    except BlankImageError as exc:
+        raise error(400, f"image: {exc}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise error(400, f"image: could not be decoded ({exc})") from None
+    return x[None, None]

@@ -1,5 +1,5 @@
 """Open Inference Protocol (KServe V2) over REST: request parsing, response encoding and the metadata
-documents, as pure functions of bytes and arrays (the HTTP routes are service/oip_routes.py).
+documents, as pure functions of bytes and arrays (the HTTP routes are in service/http.py).
 
 Specification: kserve/open-inference-protocol (REST), with Triton's extensions that tritonclient and
 Triton's tools use: binary tensor data (`Inference-Header-Content-Length`, `binary_data_size`,
@@ -12,11 +12,12 @@ ProtocolError (400, `{"error": ...}`) that names the field.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from service.schemas import FiniteFloat
@@ -51,17 +52,27 @@ class Tensor:
 
 @dataclass(frozen=True)
 class ModelInterface:
-    """What one model speaks over V2: its input, its outputs, how many items a request may carry and
-    the closed range of allowed input values."""
+    """What one model speaks over V2: its input, its outputs (each computed from the model's output
+    rows, once per request: `compute`), how many items a request may carry and the closed range of
+    allowed input values."""
 
     name: str
     input: Tensor
     outputs: tuple[Tensor, ...]
     max_items: int
     value_range: tuple[float, float]
+    compute: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict, compare=False)
 
     def output(self, name: str) -> Tensor | None:
         return next((t for t in self.outputs if t.name == name), None)
+
+    def output_values(self, rows: np.ndarray, names) -> dict[str, np.ndarray]:
+        """The asked outputs from the model's output rows of one request."""
+        return {name: self.compute.get(name, _identity)(rows) for name in names}
+
+
+def _identity(rows: np.ndarray) -> np.ndarray:
+    return rows
 
 
 @dataclass(frozen=True)
@@ -73,8 +84,8 @@ class InferRequest:
 
 def _json_object(text: bytes, what: str) -> dict:
     try:
-        doc = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what} must be a JSON object")
@@ -111,6 +122,7 @@ def parse_infer(body: bytes, header_length: str | None, model: ModelInterface) -
             )
         head, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     doc = _json_object(head, "the inference request")
+    literals = any(literal in head for literal in (b"true", b"false", b"null"))
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("id must be a string")
@@ -120,7 +132,7 @@ def parse_infer(body: bytes, header_length: str | None, model: ModelInterface) -
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise ProtocolError(f"inputs must be a list of one tensor, {model.input.name!r}")
-    array, used = _input(inputs[0], binary, model)
+    array, used = _input(inputs[0], binary, model, literals)
     if used != len(binary):
         raise ProtocolError(
             f"the body has {len(binary) - used} bytes of binary data that no binary_data_size accounts for"
@@ -128,7 +140,11 @@ def parse_infer(body: bytes, header_length: str | None, model: ModelInterface) -
     return InferRequest(request_id, array, _requested_outputs(doc, parameters, model))
 
 
-def _input(tensor: dict, binary: memoryview | bytes, model: ModelInterface) -> tuple[np.ndarray, int]:
+def _input(
+    tensor: dict, binary: memoryview | bytes, model: ModelInterface, literals: bool = True
+) -> tuple[np.ndarray, int]:
+    """(the input array, bytes of binary data it used). `literals`: the JSON header has a true, false
+    or null somewhere (then JSON data is checked for booleans, which NumPy would take as numbers)."""
     spec = model.input
     where = "inputs[0]"
     if tensor.get("name") != spec.name:
@@ -166,21 +182,39 @@ def _input(tensor: dict, binary: memoryview | bytes, model: ModelInterface) -> t
     else:
         if "data" not in tensor:
             raise ProtocolError(f"{where} has neither data nor parameters.binary_data_size")
-        try:
-            values = _numbers.validate_python(_flatten(tensor["data"]))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ProtocolError(
-                f"{where}.data[{first['loc'][0]}]: {first['msg']} (data is the tensor's numbers, row-major)"
-            ) from None
+        values = _numbers_of(_flatten(tensor["data"]), where, literals)
         if len(values) != count:
             raise ProtocolError(f"{where}.data has {len(values)} numbers; shape {shape} needs {count}")
-        array = np.asarray(values, dtype=np.float32).reshape(shape)
+        array = values.astype(np.float32).reshape(shape)
         used = 0
     low, high = model.value_range
     if not (np.isfinite(array).all() and array.min() >= low and array.max() <= high):
         raise ProtocolError(f"{where}: every value must be a finite number in [{low:g}, {high:g}]")
     return array, used
+
+
+def _numbers_of(flat: list, where: str, literals: bool) -> np.ndarray:
+    """JSON numbers as a float64 array (NumPy's conversion, ~30x pydantic's per number); anything
+    else (strings, booleans, nulls, objects) is named by pydantic's strict number type."""
+    try:
+        array = np.array(flat)
+    except (ValueError, TypeError):
+        array = None
+    if (
+        array is not None
+        and array.ndim == 1
+        and array.dtype.kind in "fi"
+        and not (literals and any(type(v) is bool for v in flat))
+    ):
+        return array.astype(np.float64)
+    try:
+        values = _numbers.validate_python(flat)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ProtocolError(
+            f"{where}.data[{first['loc'][0]}]: {first['msg']} (data is the tensor's numbers, row-major)"
+        ) from None
+    return np.asarray(values, dtype=np.float64)
 
 
 def _requested_outputs(doc: dict, parameters: dict, model: ModelInterface) -> tuple[tuple[str, bool], ...]:
@@ -221,12 +255,12 @@ def encode_infer(
             blobs.append(array.tobytes())
             tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
         else:
-            tensor["data"] = array.ravel().tolist()
+            tensor["data"] = array.ravel()  # float32: orjson writes each number's shortest exact form
         outputs.append(tensor)
     doc = {"model_name": model.name, "model_version": version, "outputs": outputs}
     if request.id is not None:
         doc["id"] = request.id
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return head, {"Content-Type": "application/json"}
     headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}

@@ -1,6 +1,6 @@
-"""The Open Inference Protocol routes (service/oip_routes.py) as OpenAPI 3.0 paths, added to the
-service's /docs.json (service/patches/routes.py) so that the Swagger UI lists them and the
-schemathesis run (tests/service/test_fuzz.py) fuzzes them. JSON bodies only: a JSON Schema cannot
+"""The Open Inference Protocol routes (service/http.py) as OpenAPI 3.0 paths, part of the service's
+/docs.json (service/openapi.py) so that the Swagger UI lists them and the schemathesis run
+(tests/service/test_fuzz.py) fuzzes them. JSON bodies only: a JSON Schema cannot
 describe the binary tensor extension's bodies (a JSON header of `Inference-Header-Content-Length`
 bytes, then raw tensors), which tests/service/test_oip.py covers with tritonclient.
 """
@@ -145,7 +145,7 @@ def paths(model_names: list[str]) -> dict:
             base + "/infer": {
                 "post": {
                     "tags": TAG,
-                    "summary": "Inference; joins the adaptive batches of the model's JSON endpoint",
+                    "summary": "Inference; joins the batches of the model's JSON endpoint",
                     "description": (
                         "JSON tensors as below, or the binary tensor data extension: send the JSON header, "
                         f"then the tensors' bytes (FP32, little-endian, row-major), with `{HEADER_LENGTH}` "

@@ -1,11 +1,12 @@
-"""Request/response types of the HTTP API. Validation happens here, before adaptive batching:
-pydantic reports the field path and reason of every malformed value as a 400."""
+"""The JSON API's request and response types: the one definition of its validation rules (the codecs
+in service/codecs.py decode with them, /docs.json documents them). pydantic reports the field path
+and reason of every malformed value as a 400, before a request can reach a batch."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AllowInfNan, BaseModel, Field, PrivateAttr, Strict
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
 
 from models.specs import HOUSING_FEATURES, MNIST_IMAGE_SIZE, MNIST_NUM_CLASSES
 from service.settings import get_settings
@@ -49,10 +50,22 @@ Images = Annotated[
 ]
 
 
+class HousingInput(BaseModel):
+    """Body of POST /predict_housing."""
+
+    model_config = ConfigDict(title="Input")  # errors read "1 validation error for Input"
+    features: HousingFeatures
+
+
+class DigitsInput(BaseModel):
+    """Body of POST /classify_digits."""
+
+    model_config = ConfigDict(title="Input")
+    images: Images
+
+
 class DigitPrediction(BaseModel):
     label: int = Field(ge=0, le=MNIST_NUM_CLASSES - 1, description="predicted digit")  # le: OpenAPI 3.0
     probabilities: list[float] = Field(
         min_length=MNIST_NUM_CLASSES, max_length=MNIST_NUM_CLASSES, description="softmax over 0..9"
     )
-    # The model's own output (float32), kept for the Open Inference Protocol's `logits`; never serialized.
-    _logits: object = PrivateAttr(default=None)

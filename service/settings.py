@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.device import available_cpus
+from models.device import available_cpus, available_memory
 from models.formats import FORMATS
 
 
@@ -28,36 +28,33 @@ class ServiceSettings(BaseSettings):
     # BentoML worker processes (0 = one per CPU this process may use: affinity mask and cgroup quota,
     # not the host's core count), and the intra-op threads of each model session (ONNX Runtime) /
     # torch.set_num_threads (TorchScript) in each worker; 0 = those CPUs / workers, so the workers
-    # together never oversubscribe them. One worker's event loop tops
-    # out at ~2,700 single-row requests/s here; two (with SO_REUSEPORT, service/patches.py) ~4,500.
+    # together never oversubscribe them.
     workers: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0)
     # Per-request work that is off by default because it costs more than the model (BENCHMARKS.md):
     # BentoML's access log (one INFO line per request) and OpenTelemetry request spans (exported only
-    # when a tracing exporter is configured in a BentoML config file, BENTOML_CONFIG).
+    # when a tracing exporter is configured in a BentoML config file, BENTOML_CONFIG). With either on,
+    # the service's routes go through BentoML's per-request middleware (service/front.py).
     access_log: bool = False
     tracing: bool = False
-    # Adaptive batching (read at import time, when the API decorators run). BentoML learns the
-    # batching window itself from measured batch durations; max_latency_ms is the deadline past
-    # which a queued request is shed with a 503, and it also scales the dispatcher's initial
-    # latency estimate. Measured (README): housing at 50 ms shed requests of a cold 50-request
-    # burst, 500 ms did not; MNIST at 100 ms shed single 250-image requests (split into 4 batches)
-    # with 503. MNIST at 1000 ms shed 7-20 % of 32 connections of 64-image requests on a busy machine
-    # (BentoML predicts the head's latency as its wait plus the cost of the *whole* queue, so it sheds
-    # at ~0.6 s of real latency); 3000 ms shed none (p99 1.1 s). Neither deadline costs single-client
-    # latency (p50 3-4 ms); the byte budget below bounds the queue's memory either way.
-    housing_max_batch_size: int = Field(1000, ge=2)  # rows: 1000 rows = ~4 ms of model time
+    # Batching (service/batching.py): a batch holds at most max_batch_size rows; max_latency_ms is a
+    # request's deadline in its batcher (queued + computed): a request that would be answered later,
+    # by the measured cost of the rows ahead of it and its own, is refused at once with 503 and
+    # Retry-After. 1000 housing rows are ~4 ms of ONNX time, 64 images ~11-22 ms; 64 images is where
+    # the CNN's throughput per image stops growing on this CPU (BENCHMARKS.md, offline).
+    housing_max_batch_size: int = Field(1000, ge=2)
     housing_max_latency_ms: int = Field(500, ge=1)
-    mnist_max_batch_size: int = Field(64, ge=2)  # images: 64 images = ~11-22 ms of model time
+    mnist_max_batch_size: int = Field(64, ge=2)
     mnist_max_latency_ms: int = Field(3000, ge=1)
-    # Admission by cost, per worker (README "Bad input, overload and faults"): a request is shed with
-    # 503 when its queue wait would pass the batching deadline (max_latency_ms above), or when the
-    # bodies and headers of the requests the worker holds would pass max_inflight_bytes (service/
-    # limits.py); max_concurrency is only a generous hard cap on requests in flight (429; BentoML's
-    # traffic.max_concurrency, health/readiness/metrics exempt): a count is the wrong measure when one
-    # request is a row and another 256 images. Nothing runs longer than request_timeout_s (504).
+    # Admission by cost, per worker (README "Bad input, overload and faults"): a request is refused
+    # with 503 when it would miss its deadline (above), or when the bodies and headers of the requests
+    # the worker holds would pass max_inflight_bytes (service/limits.py; 0 = a quarter of the memory
+    # this process may use (cgroup limit or the machine's) divided among the workers);
+    # max_concurrency is only a generous hard cap on requests in flight per worker (429; probes and
+    # metrics exempt): a count is the wrong measure when one request is a row and another 256 images.
+    # Nothing runs longer than request_timeout_s (504).
     max_concurrency: int = Field(1000, ge=1)
-    max_inflight_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    max_inflight_bytes: int = Field(0, ge=0)
     request_timeout_s: int = Field(30, ge=1)
     # Authentication (service/auth.py): off unless a token is set, in the environment or in a file
     # (a mounted secret). Shown redacted in /status. Paths that stay open for probes and scrapers.
@@ -100,6 +97,13 @@ class ServiceSettings(BaseSettings):
 
     def worker_count(self) -> int:
         return self.workers or available_cpus()
+
+    def inflight_bytes_budget(self) -> int:
+        """MAX_INFLIGHT_BYTES, or (0) a quarter of the memory this process may use per worker, at least
+        16 MiB: 3 GiB per worker on a 24 GiB machine with 2 workers, 256 MiB in a 2 GiB container."""
+        if self.max_inflight_bytes:
+            return self.max_inflight_bytes
+        return max(16 << 20, available_memory() // 4 // self.worker_count())
 
     def threads_per_worker(self) -> int:
         return self.intra_op_threads or max(1, available_cpus() // self.worker_count())

@@ -1,38 +1,45 @@
-"""Where a prediction's time went.
+"""Where a prediction's time went, from the batcher's own clock (service/batching.py).
 
-- `Timing`: one request's record, filled by the batcher (service/patches/dispatch_timing.py): when it
-  was queued, when its first batch started, how long its batches ran and how many items they held.
-- `ServerTiming`: ASGI middleware that gives every POST a fresh record and, when the request was
-  predicted, answers with the W3C `Server-Timing` header, e.g.
-  `Server-Timing: queue;dur=0.412, compute;dur=11.203, batch;desc="64", backend;desc="onnx/cpu"`
-  (durations in milliseconds; `batch`: the items of the batch the request ran in, `64+36` for a
-  request split over two batches).
-- `Stats`: per-batcher counters in the shape of Triton's statistics extension (GET /v2/models/stats).
+- `Timing`: one request's record: when it was queued, when its first batch started, how long its
+  batches ran and how many rows they held. `header()` is its W3C `Server-Timing` value, e.g.
+  `queue;dur=0.412, compute;dur=11.203, batch;desc="64", backend;desc="onnx/cpu"` (durations in ms;
+  `batch`: the rows of the batch the request ran in, `64+36` for a request split over two batches).
+- `TritonStats`: one model's counters in the shape of Triton's statistics extension (GET
+  /v2/models/stats): requests (success, fail, queue, compute_input / compute_infer / compute_output),
+  items, batches, and per batch size. A batcher observer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class Timing:
-    enqueue: float = 0.0  # time.time() when queued
+    enqueue: float = 0.0  # time.perf_counter() when queued
     dispatch: float | None = None  # start of its first batch
-    compute: float = 0.0  # seconds its batches ran (inputs stacked, model, outputs formed)
-    batches: list[int] = field(default_factory=list)  # items of each batch it ran in
+    # seconds its batches spent stacking rows, in the backend, and slicing output rows back
+    input: float = 0.0
+    infer: float = 0.0
+    output: float = 0.0
+    batches: list[int] = field(default_factory=list)  # rows of each batch it ran in
 
-    def add_batch(self, start: float, seconds: float, items: int) -> None:
-        self.dispatch = start if self.dispatch is None else min(self.dispatch, start)
-        self.compute += seconds
-        self.batches.append(items)
+    def add_batch(self, start: float, input_s: float, infer_s: float, output_s: float, rows: int) -> None:
+        if self.dispatch is None or start < self.dispatch:
+            self.dispatch = start
+        self.input += input_s
+        self.infer += infer_s
+        self.output += output_s
+        self.batches.append(rows)
 
     @property
     def queue(self) -> float:
         return 0.0 if self.dispatch is None else max(0.0, self.dispatch - self.enqueue)
+
+    @property
+    def compute(self) -> float:
+        return self.input + self.infer + self.output
 
     def header(self, placement: str) -> str:
         sizes = "+".join(map(str, self.batches))
@@ -42,84 +49,58 @@ class Timing:
         )
 
 
-TIMING: ContextVar[Timing | None] = ContextVar("server_timing", default=None)
-
-
-def record_unbatched(start: float, items: int) -> None:
-    """For a prediction that does not go through a batcher (an image upload): it ran from `start` to now."""
-    record = TIMING.get()
-    if record is not None:
-        record.enqueue = start
-        record.add_batch(start, time.time() - start, items)
-
-
-class ServerTiming:
-    """ASGI middleware: `Server-Timing` on every response to a request that was predicted.
-    `placement()` gives its `backend` ("onnx/cpu"), asked once, at the first prediction."""
-
-    def __init__(self, app, placement: Callable[[], str]) -> None:
-        self.app = app
-        self.placement_of = placement
-        self.placement: str | None = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        record = Timing()
-        token = TIMING.set(record)
-
-        async def send_with_timing(message) -> None:
-            if message["type"] == "http.response.start" and record.batches:
-                if self.placement is None:
-                    self.placement = self.placement_of()
-                header = record.header(self.placement).encode()
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", header)]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_timing)
-        finally:
-            TIMING.reset(token)
-
-
 def _counter(count: int = 0, ns: int = 0) -> dict:
     return {"count": count, "ns": ns}
 
 
 @dataclass
-class Stats:
-    """One batcher's counters since the worker started (Triton's statistics extension)."""
+class TritonStats:
+    """One model's statistics since this worker started, kept the way Triton keeps them: per request
+    `success` / `fail` (count, ns from queued to answered), `queue` (ns waited), and the three compute
+    phases of the batches it ran in (`compute_input`: rows stacked into the batch, `compute_infer`: the
+    backend, `compute_output`: output rows sliced back); per batch size the same three; items answered
+    (`inference_count`) and batches run (`execution_count`)."""
 
-    success: list[int] = field(default_factory=lambda: [0, 0])  # requests, ns from queued to answered
+    success: list[int] = field(default_factory=lambda: [0, 0])
     fail: list[int] = field(default_factory=lambda: [0, 0])
     queue: list[int] = field(default_factory=lambda: [0, 0])
-    compute: list[int] = field(default_factory=lambda: [0, 0])  # per request: ns of its batches
-    inference_count: int = 0  # items answered
-    execution_count: int = 0  # batches run
+    compute_input: list[int] = field(default_factory=lambda: [0, 0])
+    compute_infer: list[int] = field(default_factory=lambda: [0, 0])
+    compute_output: list[int] = field(default_factory=lambda: [0, 0])
+    inference_count: int = 0
+    execution_count: int = 0
     last_inference_ms: int = 0
-    by_batch: dict[int, list[int]] = field(default_factory=dict)  # items -> [batches, ns]
+    by_batch: dict[int, list[int]] = field(default_factory=dict)  # rows -> [batches, in ns, infer ns, out ns]
 
-    def batch_done(self, items: int, seconds: float) -> None:
+    def batch_done(
+        self, rows: int, requests: int, input_s: float, infer_s: float, output_s: float, pending: int = 0
+    ) -> None:
         self.execution_count += 1
-        entry = self.by_batch.setdefault(items, [0, 0])
+        entry = self.by_batch.setdefault(rows, [0, 0, 0, 0])
         entry[0] += 1
-        entry[1] += int(seconds * 1e9)
+        entry[1] += int(input_s * 1e9)
+        entry[2] += int(infer_s * 1e9)
+        entry[3] += int(output_s * 1e9)
 
-    def request_done(self, record: Timing, items: int, ok: bool, end: float) -> None:
+    def request_done(self, rows: int, timing, end: float, ok: bool, reason: str = "") -> None:
         total = self.success if ok else self.fail
         total[0] += 1
-        total[1] += int((end - record.enqueue) * 1e9)
-        if record.dispatch is not None:
-            self.queue[0] += 1
-            self.queue[1] += int(record.queue * 1e9)
-            self.compute[0] += 1
-            self.compute[1] += int(record.compute * 1e9)
-        if ok:
-            self.inference_count += items
-            self.last_inference_ms = int(end * 1000)
+        total[1] += int((end - timing.enqueue) * 1e9)
+        if not ok:
+            return
+        for total, seconds in (
+            (self.queue, timing.queue),
+            (self.compute_input, timing.input),
+            (self.compute_infer, timing.infer),
+            (self.compute_output, timing.output),
+        ):
+            total[0] += 1
+            total[1] += int(seconds * 1e9)
+        self.inference_count += rows
+        self.last_inference_ms = int(time.time() * 1000)
 
     def as_triton(self, name: str, version: str) -> dict:
-        """The model's entry of `model_stats`; the batch's whole run is counted as compute_infer."""
+        """The model's entry of Triton's `model_stats`."""
         return {
             "name": name,
             "version": version,
@@ -130,19 +111,19 @@ class Stats:
                 "success": _counter(*self.success),
                 "fail": _counter(*self.fail),
                 "queue": _counter(*self.queue),
-                "compute_input": _counter(),
-                "compute_infer": _counter(*self.compute),
-                "compute_output": _counter(),
+                "compute_input": _counter(*self.compute_input),
+                "compute_infer": _counter(*self.compute_infer),
+                "compute_output": _counter(*self.compute_output),
                 "cache_hit": _counter(),
                 "cache_miss": _counter(),
             },
             "batch_stats": [
                 {
-                    "batch_size": items,
-                    "compute_input": _counter(),
-                    "compute_infer": _counter(count, ns),
-                    "compute_output": _counter(),
+                    "batch_size": rows,
+                    "compute_input": _counter(count, input_ns),
+                    "compute_infer": _counter(count, infer_ns),
+                    "compute_output": _counter(count, output_ns),
                 }
-                for items, (count, ns) in sorted(self.by_batch.items())
+                for rows, (count, input_ns, infer_ns, output_ns) in sorted(self.by_batch.items())
             ],
         }

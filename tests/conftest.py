@@ -79,6 +79,15 @@ def models_env(smoke_models: dict, **override: str) -> dict:
     }
 
 
+def own_home(tmp_path_factory) -> dict:
+    """Environment for a server that runs beside others: its own BENTOML_HOME, sharing the session's
+    model store (a symlink). `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it
+    starts, so two servers of one home would wipe each other's /metrics."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    (home / "models").symlink_to(Path(_BENTOML_HOME) / "models", target_is_directory=True)
+    return {"BENTOML_HOME": str(home)}
+
+
 @pytest.fixture(scope="session")
 def smoke_models(data_dir, tmp_path_factory) -> dict:
     """Both models smoke-trained once per session and registered; {model name: metrics.json}."""

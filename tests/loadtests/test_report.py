@@ -29,22 +29,32 @@ def test_locust_stats_reads_rows_by_name(tmp_path):
 
 def _metrics_text(observations: dict[str, list[int]]) -> str:
     registry = CollectorRegistry()
-    hist = Histogram(
+    ours = Histogram(  # service/metrics.py
+        "model_serving_batch_requests", "Requests per batch", ["model", "version"],
+        registry=registry, buckets=(1, 2, 4, 8),
+    )  # fmt: skip
+    stock = Histogram(  # stock BentoML's adaptive batcher (the baseline server)
         "bentoml_service_adaptive_batch_size", "Service adaptive batch size", ["method_name", "worker_index"],
         registry=registry, buckets=(1, 2, 4, 8),
     )  # fmt: skip
-    for method, values in observations.items():
+    for key, values in observations.items():
         for v in values:
-            hist.labels(method_name=method, worker_index="1").observe(v)
+            if key.startswith("predict_") or key.startswith("classify_"):
+                stock.labels(method_name=key, worker_index="1").observe(v)
+            else:
+                ours.labels(model=key, version="v1").observe(v)
     return generate_latest(registry).decode()
 
 
 def test_mean_batch_from_two_metrics_scrapes():
-    before = batch_histogram(_metrics_text({"predict_housing": [1, 1]}))
-    after = batch_histogram(_metrics_text({"predict_housing": [1, 1, 4, 6], "classify_digits": [2]}))
-    assert before["predict_housing"] == (2.0, 2.0)
-    assert mean_batch(before, after, "predict_housing") == 5.0  # (4 + 6) / 2 batches in between
-    assert mean_batch(before, after, "classify_digits") == 2.0
+    before = batch_histogram(_metrics_text({"housing_mlp": [1, 1], "predict_housing": [3]}))
+    after = batch_histogram(
+        _metrics_text({"housing_mlp": [1, 1, 4, 6], "mnist_cnn": [2], "predict_housing": [3, 5]})
+    )
+    assert before["housing_mlp"] == (2.0, 2.0)
+    assert mean_batch(before, after, "housing_mlp") == 5.0  # (4 + 6) / 2 batches in between
+    assert mean_batch(before, after, "mnist_cnn") == 2.0
+    assert mean_batch(before, after, "predict_housing") == 5.0  # stock BentoML's, per API
     assert math.isnan(mean_batch(before, after, "classify_digit_image"))
 
 

@@ -1,4 +1,7 @@
-"""End-to-end: a real `bentoml serve` on 127.0.0.1 serving smoke-trained models, for both backends."""
+"""End-to-end: a real `bentoml serve` on 127.0.0.1 serving smoke-trained models. What only a real server
+shows: answers equal to the stored files run offline and the served test-split metrics, for every
+format (`format_server`); the protocol, limits and batching of a real worker, once (`server`, ONNX).
+The same paths in-process, with fake backends, are tests/service/test_api.py."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import gzip
 import io
 import json
 import socket
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +25,7 @@ from loadtests.report import batch_histogram, mean_batch
 from loadtests.server import Server
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
-from tests.conftest import offline_outputs
+from tests.conftest import offline_outputs, own_home
 
 # The ONNX server runs with the default MODEL_BACKEND=auto / MODEL_DEVICE=auto and every GPU hidden
 # (CUDA_VISIBLE_DEVICES=""), so it also shows what `auto` picks on a machine without a GPU; the GPU
@@ -33,17 +37,38 @@ PLACEMENT_ENV = {
 }
 
 
-@pytest.fixture(scope="module", params=list(FORMATS))
-def server(request, smoke_models):
-    env = {
-        **PLACEMENT_ENV[request.param],
-        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-    }
-    srv = Server(env)
-    srv.backend = request.param
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="module")
+def servers(smoke_models, tmp_path_factory):
+    """A server per format, started when a test first needs it, all stopped at the end of the module."""
+    started: dict[str, Server] = {}
+
+    def get(backend: str) -> Server:
+        if backend not in started:
+            env = {
+                **own_home(tmp_path_factory),
+                **PLACEMENT_ENV[backend],
+                "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+                "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+            }
+            started[backend] = Server(env)
+            started[backend].backend = backend
+        return started[backend]
+
+    yield get
+    for srv in started.values():
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    """The ONNX server (what `auto` picks without a GPU): for what does not depend on the backend."""
+    return servers("onnx")
+
+
+@pytest.fixture(params=list(FORMATS))
+def format_server(request, servers):
+    """A server per format: for answers, which depend on the backend."""
+    return servers(request.param)
 
 
 def post(server, route, **body):
@@ -57,7 +82,9 @@ def post_raw(server, route, data, content_type="application/json", timeout=30):
     )
 
 
-def test_status_readyz_livez_metrics(server, smoke_models):
+@pytest.mark.parametrize("backend", list(FORMATS))
+def test_status_readyz_livez_metrics(servers, smoke_models, backend):
+    server = servers(backend)
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
     assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
     status = requests.get(f"{server.url}/status", timeout=5).json()
@@ -75,10 +102,18 @@ def test_status_readyz_livez_metrics(server, smoke_models):
         assert placement["reason"].endswith("-> onnx on cpu"), placement
         assert status["models"]["housing_mlp"]["execution_providers"] == ["CPUExecutionProvider"]
     post(server, "predict_housing", features=[[1.0] * 8])
+    time.sleep(0.5)  # request counts reach the multiprocess registry every 0.25 s
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
-    assert "adaptive_batch_size_bucket{" in metrics and 'method_name="predict_housing"' in metrics
+    assert "model_serving_batch_size_bucket{" in metrics and 'model="housing_mlp"' in metrics
+    assert (
+        "nv_inference_request_success_total{" in metrics
+        and "nv_inference_queue_duration_us_total{" in metrics
+    )
+    assert 'model_serving_http_requests_total{route="/predict_housing",status="200"}' in metrics
     paths = requests.get(f"{server.url}/docs.json", timeout=5).json()["paths"]
     assert {"/predict_housing", "/classify_digits", "/classify_digit_image"} <= set(paths)
+    page = requests.get(f"{server.url}/", timeout=5)
+    assert page.status_code == 200 and smoke_models["housing_mlp"]["tag"] in page.text
 
 
 def test_connections_are_spread_over_all_workers(server):
@@ -108,7 +143,8 @@ def test_connections_are_spread_over_all_workers(server):
     assert max(seen.values()) < 0.9 * sum(seen.values()), seen
 
 
-def test_housing_predictions_equal_offline_model(server, housing, smoke_models):
+def test_housing_predictions_equal_offline_model(format_server, housing, smoke_models):
+    server = format_server
     x = housing.test.x[:300]
     expected = offline_outputs(smoke_models["housing_mlp"]["tag"], server.backend, HOUSING, x)[:, 0]
     for rows in (x[:1], x[1:8], x[8:300]):  # several request sizes
@@ -120,7 +156,8 @@ def test_housing_predictions_equal_offline_model(server, housing, smoke_models):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def test_digit_predictions_equal_offline_model(server, mnist, smoke_models):
+def test_digit_predictions_equal_offline_model(format_server, mnist, smoke_models):
+    server = format_server
     x = mnist.test.x[:40]
     logits = offline_outputs(smoke_models["mnist_cnn"]["tag"], server.backend, MNIST, x)
     r = post(server, "classify_digits", images=x[:, 0].tolist())
@@ -265,6 +302,7 @@ def test_batch_isolation_valid_and_invalid_requests_mixed_on_every_batched_endpo
     """300 valid and 100 invalid requests per batched endpoint, sent 32 at a time in random order:
     every valid one gets 200 with its own answer (equal to the stored model run offline), every invalid
     one its own 400 with a message, and the valid ones really were batched together (mean batch > 1)."""
+    model_of = {"predict_housing": HOUSING.name, "classify_digits": MNIST.name}
     rng = np.random.default_rng(0)
     x_h = housing.test.x[:300]
     x_m = mnist.test.x[:300]
@@ -311,10 +349,13 @@ def test_batch_isolation_valid_and_invalid_requests_mixed_on_every_batched_endpo
     }
     after = _batches(server)
     for route in ("predict_housing", "classify_digits"):
-        assert mean_batch(before, after, route) > 1, f"{route}: requests were never batched together"
+        assert mean_batch(before, after, model_of[route]) > 1, (
+            f"{route}: requests were never batched together"
+        )
 
 
-def test_served_test_split_metrics_equal_stored_metrics(server, data_dir):
+def test_served_test_split_metrics_equal_stored_metrics(format_server, data_dir):
+    server = format_server
     """The whole test splits over HTTP (1000 rows / 250 images per request) reproduce the metadata."""
     result = check(server.url)
     h, m = result["housing_mlp"], result["mnist_cnn"]

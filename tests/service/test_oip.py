@@ -21,22 +21,44 @@ from loadtests.protocol import server_timing
 from loadtests.server import Server
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
-from tests.conftest import models_env, offline_outputs
+from tests.conftest import models_env, offline_outputs, own_home
 
 
-@pytest.fixture(scope="module", params=list(FORMATS))
-def server(request, smoke_models):
-    with Server(models_env(smoke_models, MODEL_BACKEND=request.param, WORKERS="2")) as srv:
-        srv.backend = request.param
-        srv.client = triton.InferenceServerClient(srv.url.removeprefix("http://"), network_timeout=60)
-        yield srv
+@pytest.fixture(scope="module")
+def servers(smoke_models, tmp_path_factory):
+    """A server per format (2 workers), started when first needed, all stopped at the module's end."""
+    started: dict[str, Server] = {}
+
+    def get(backend: str) -> Server:
+        if backend not in started:
+            env = models_env(smoke_models, MODEL_BACKEND=backend, WORKERS="2", **own_home(tmp_path_factory))
+            srv = started[backend] = Server(env)
+            srv.backend = backend
+            srv.client = triton.InferenceServerClient(srv.url.removeprefix("http://"), network_timeout=60)
+        return started[backend]
+
+    yield get
+    for srv in started.values():
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    """ONNX: for what does not depend on the backend (batching, timing, malformed requests)."""
+    return servers("onnx")
+
+
+@pytest.fixture(params=list(FORMATS))
+def format_server(request, servers):
+    return servers(request.param)
 
 
 def version_of(smoke_models, name: str) -> str:
     return smoke_models[name]["tag"].split(":", 1)[1]
 
 
-def test_server_and_model_metadata_readiness_config_and_statistics(server, smoke_models):
+def test_server_and_model_metadata_readiness_config_and_statistics(format_server, smoke_models):
+    server = format_server
     client = server.client
     assert client.is_server_live() and client.is_server_ready()
     meta = client.get_server_metadata()
@@ -64,10 +86,19 @@ def test_server_and_model_metadata_readiness_config_and_statistics(server, smoke
     stats = client.get_inference_statistics()["model_stats"]
     assert {s["name"] for s in stats} == {HOUSING.name, MNIST.name}
     assert set(stats[0]["inference_stats"]) >= {"success", "fail", "queue", "compute_infer"}
+    # every count Triton keeps is kept (perf_analyzer checks that the compute counts agree)
+    client.infer(HOUSING.name, [_housing_input()])
+    counts = {
+        s["inference_stats"][k]["count"]
+        for s in client.get_inference_statistics(HOUSING.name)["model_stats"]
+        for k in ("compute_input", "compute_infer", "compute_output")
+    }
+    assert len(counts) == 1 and counts.pop() > 0
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_inference_equals_the_stored_model_files(server, smoke_models, housing, mnist, binary):
+def test_inference_equals_the_stored_model_files(format_server, smoke_models, housing, mnist, binary):
+    server = format_server
     client = server.client
     rows = housing.test.x[:300]
     features = triton.InferInput(HOUSING.input_name, list(rows.shape), "FP32")
@@ -94,6 +125,12 @@ def test_inference_equals_the_stored_model_files(server, smoke_models, housing, 
     )
 
 
+def _housing_input() -> triton.InferInput:
+    x = triton.InferInput(HOUSING.input_name, [1, 8], "FP32")
+    x.set_data_from_numpy(np.ones((1, 8), np.float32))
+    return x
+
+
 def _timing(response) -> dict[str, str]:
     """`Server-Timing` as {metric: dur or desc}, parsed as the load tests parse it."""
     return server_timing(response.headers["server-timing"])
@@ -101,7 +138,8 @@ def _timing(response) -> dict[str, str]:
 
 def test_v2_requests_join_the_json_endpoints_batches(server, mnist):
     """One V2 request of one image at a time while 24 JSON clients keep /classify_digits busy: a V2
-    response whose batch held more than its one image was batched with JSON requests."""
+    response whose batch held more than its one image was batched with JSON requests (one batcher per
+    model, whatever the protocol)."""
     images = mnist.test.x[:64]
     stop = threading.Event()
 

@@ -18,15 +18,15 @@ from loadtests.server import Server
 
 
 def in_progress(server) -> int:
-    """/classify_digits requests being handled by the workers now (BentoML's gauge, all workers)."""
+    """/classify_digits requests being handled by the workers now (the service's gauge, all workers)."""
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     return int(
         sum(
             sample.value
             for family in text_string_to_metric_families(text)
-            if family.name == "bentoml_service_request_in_progress"
+            if family.name == "model_serving_http_requests_in_progress"
             for sample in family.samples
-            if sample.labels.get("endpoint") == "/classify_digits"
+            if sample.labels.get("route") == "/classify_digits"
         )
     )
 

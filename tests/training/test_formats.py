@@ -46,7 +46,7 @@ def test_a_format_added_to_the_registry_is_exported_checked_registered_and_serve
     assert "model.copy.onnx" in stored.info.metadata["files"]  # its sha256, checked when served
 
     # the service: its setting accepts the name, placement resolves it, the model loads and answers
-    from service.service import StoreModel, load_model
+    from service.loading import StoreModel, load_model
 
     settings = ServiceSettings(model_backend=DUMMY.name, model_device="cpu")
     assert choose(DUMMY.name, "auto").backend == DUMMY.name

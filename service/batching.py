@@ -1,0 +1,351 @@
+"""One batcher per model in each worker: requests in, tensor batches to the backend, rows back out.
+
+    batcher = Batcher("mnist_cnn", backend, item_shape=(1, 28, 28), max_batch_size=64, deadline_s=3.0)
+    rows = await batcher.infer(x)          # x: float32 (n, 1, 28, 28) -> the model's (n, 10) rows
+
+- A request is one float32 array of n rows (images, feature rows), already validated by its codec.
+- A batch forms as soon as the model is free, from whatever is queued, first come first served, up to
+  `max_batch_size` rows; a request larger than that is split over consecutive batches and its output
+  rows are joined again. The rows are stacked into one contiguous float32 array, a buffer allocated
+  once (`allocate`: pinned host memory on a GPU), unless the batch is one request (then it is used as
+  it is), and the backend runs it in the batcher's own thread (the event loop goes on parsing the next
+  requests). Output rows are sliced back per request.
+- Admission by deadline: a request is refused at once (`Overloaded`, 503 + Retry-After) only when the
+  measured cost of the rows ahead of it plus its own would pass its deadline: its own wait, not the
+  whole queue's. The cost of a batch of n rows is `fixed + per_row * n`, fitted to the batches this
+  batcher ran (`CostModel`, seeded by the warm-up).
+- A failing batch fails only its own requests (`BatchFailed`); a request whose caller went away
+  (its task cancelled) before its rows were sent is dropped from the queue.
+- Each request's queue wait, batches and compute time go to its `Timing` (Server-Timing); each batch
+  and request to the `observers` (Triton statistics, Prometheus metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.timing import Timing
+
+logger = logging.getLogger("bentoml.model_serving.batching")
+
+
+class Overloaded(Exception):
+    """Refused at admission: the request would miss its deadline. `retry_after_s`: when the queue ahead
+    of it will have drained enough."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BatchFailed(Exception):
+    """The backend raised for a batch this request was in (the error is logged once, with the batch)."""
+
+
+@dataclass
+class CostModel:
+    """Seconds the backend takes for a batch of n rows: `fixed + per_row * n`, least squares over the
+    last `window` batches (refitted every `refit_every`), never below zero."""
+
+    fixed: float
+    per_row: float
+    window: int = 64
+    refit_every: int = 8
+    samples: deque = field(default_factory=deque)
+    _added: int = 0
+
+    @classmethod
+    def fit(cls, samples: Sequence[tuple[int, float]]) -> CostModel:
+        """From (rows, seconds) measurements, e.g. the warm-up's."""
+        model = cls(0.0, 0.0)
+        for rows, seconds in samples:
+            model.samples.append((rows, seconds))
+        model._refit()
+        return model
+
+    def add(self, rows: int, seconds: float) -> None:
+        self.samples.append((rows, seconds))
+        if len(self.samples) > self.window:
+            self.samples.popleft()
+        self._added += 1
+        if self._added % self.refit_every == 0:
+            self._refit()
+
+    def _refit(self) -> None:
+        if not self.samples:
+            return
+        n = np.array([s[0] for s in self.samples], dtype=np.float64)
+        t = np.array([s[1] for s in self.samples], dtype=np.float64)
+        spread = n.max() - n.min()
+        if spread > 0:
+            slope, intercept = np.polyfit(n, t, 1)
+            if slope >= 0 and intercept >= 0:
+                self.fixed, self.per_row = float(intercept), float(slope)
+                return
+            if slope < 0:  # noise across few sizes: no per-row cost visible, all of it fixed
+                self.fixed, self.per_row = float(t.mean()), 0.0
+                return
+        # one batch size only (or a negative intercept): keep the fixed part, the rest per row
+        self.fixed = min(self.fixed, float(t.min()))
+        self.per_row = max(0.0, float((t.mean() - self.fixed) / n.mean()))
+
+    def batch_seconds(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows
+
+    def seconds(self, rows: int, max_batch_size: int) -> float:
+        """Time to run `rows` queued rows in batches of at most `max_batch_size`."""
+        return math.ceil(rows / max_batch_size) * self.fixed + self.per_row * rows
+
+
+class Observer(Protocol):
+    """Told of every batch and every finished request (Triton statistics, Prometheus metrics).
+    `reason` of a request that failed: REJECTED (admission), CANCELED (its caller went away), BACKEND."""
+
+    def batch_done(
+        self, rows: int, requests: int, input_s: float, infer_s: float, output_s: float, pending: int
+    ) -> None: ...
+
+    def request_done(self, rows: int, timing: Timing, end: float, ok: bool, reason: str = "") -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    x: np.ndarray  # (rows, *item_shape) float32, C-contiguous
+    future: asyncio.Future
+    timing: Timing
+    sent: int = 0  # rows handed to batches so far
+    received: int = 0  # rows answered so far
+    out: np.ndarray | None = None  # the joined output of a request split over several batches
+
+    @property
+    def rows(self) -> int:
+        return len(self.x)
+
+
+Part = tuple[Request, int, int]  # (request, its first row in this batch, rows)
+
+
+class Batcher:
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        item_shape: tuple[int, ...],
+        max_batch_size: int,
+        deadline_s: float,
+        cost: CostModel | None = None,
+        allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+        observers: Sequence[Observer] = (),
+        deadline_setting: str = "max_latency_ms",
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.item_shape = tuple(item_shape)
+        self.max_batch_size = max_batch_size
+        self.deadline_s = deadline_s
+        self.deadline_setting = deadline_setting  # named in the refusal, so that a user knows the knob
+        self.cost = cost or CostModel(0.0, 0.0)
+        shape = (max_batch_size, *self.item_shape)
+        self.buffer = allocate(shape) if allocate else np.empty(shape, dtype=np.float32)
+        self.observers = list(observers)
+        self.queue: deque[Request] = deque()
+        self.queued_rows = 0  # rows waiting, not yet handed to a batch
+        self.busy_until: float | None = None  # expected end of the running batch (perf_counter)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+
+    # --- requests
+
+    def expected_seconds(self, rows: int, now: float) -> float:
+        """When a request of `rows` rows arriving now would be answered: the rest of the running batch,
+        then every queued row ahead of it and its own, in batches of at most max_batch_size."""
+        running = max(0.0, self.busy_until - now) if self.busy_until is not None else 0.0
+        return running + self.cost.seconds(self.queued_rows + rows, self.max_batch_size)
+
+    def submit(self, x: np.ndarray, timing: Timing | None = None) -> Request:
+        """Queue a request (admission by deadline first: `Overloaded` when it would miss it)."""
+        now = time.perf_counter()
+        rows = len(x)
+        expected = self.expected_seconds(rows, now)
+        if expected > self.deadline_s and (self.queued_rows or self.busy_until is not None):
+            # never refused when the model is idle and nothing is queued: one request alone always runs
+            retry = max(1.0, expected - self.deadline_s)
+            self._tell(rows, timing or Timing(now), False, "REJECTED")
+            raise Overloaded(
+                f"overloaded: {self.name} would answer this request of {rows} row(s) in "
+                f"~{expected * 1e3:.0f} "
+                f"ms ({self.queued_rows} row(s) queued ahead of it), past its deadline of "
+                f"{self.deadline_s * 1e3:.0f} ms ({self.deadline_setting}); retry later",
+                retry,
+            )
+        loop = asyncio.get_running_loop()
+        if timing is None:
+            timing = Timing(now)
+        else:
+            timing.enqueue = now
+        request = Request(np.ascontiguousarray(x, dtype=np.float32), loop.create_future(), timing)
+        self.queue.append(request)
+        self.queued_rows += rows
+        if self._task is None:
+            self._task = loop.create_task(self._serve(), name=f"batcher-{self.name}")
+        self._wake.set()
+        return request
+
+    async def result(self, request: Request) -> np.ndarray:
+        """The request's output rows. If the caller is cancelled (the client went away, a timeout), rows
+        not yet sent to a batch are never computed."""
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            if not request.future.done():
+                request.future.cancel()
+            raise
+
+    async def infer(self, x: np.ndarray, timing: Timing | None = None) -> np.ndarray:
+        return await self.result(self.submit(x, timing))
+
+    # --- the batch loop
+
+    def _take(self) -> tuple[list[Part], int]:
+        """The next batch: queued requests in order, up to max_batch_size rows (the last one split)."""
+        parts: list[Part] = []
+        size = 0
+        queue = self.queue
+        while queue and size < self.max_batch_size:
+            request = queue[0]
+            if request.future.done():  # cancelled while queued: its unsent rows are dropped
+                queue.popleft()
+                self.queued_rows -= request.rows - request.sent
+                if request.sent == 0:
+                    self._tell(request.rows, request.timing, False, "CANCELED")
+                continue
+            take = min(request.rows - request.sent, self.max_batch_size - size)
+            parts.append((request, request.sent, take))
+            request.sent += take
+            size += take
+            self.queued_rows -= take
+            if request.sent == request.rows:
+                queue.popleft()
+        return parts, size
+
+    def _compute(self, parts: list[Part], size: int):
+        """In the batcher's thread: stack, run, slice. Returns the output pieces and the three times."""
+        t0 = time.perf_counter()
+        if len(parts) == 1:
+            request, first, rows = parts[0]
+            batch = request.x[first : first + rows]  # one request: its own rows, no copy
+        else:
+            batch = self.buffer[:size]
+            offset = 0
+            for request, first, rows in parts:
+                batch[offset : offset + rows] = request.x[first : first + rows]
+                offset += rows
+        t1 = time.perf_counter()
+        out = self.run(batch)
+        t2 = time.perf_counter()
+        if len(out) != size:
+            raise RuntimeError(f"the backend answered a batch of {size} rows with {len(out)} rows")
+        pieces = []
+        offset = 0
+        for _, _, rows in parts:
+            pieces.append(out[offset : offset + rows])
+            offset += rows
+        t3 = time.perf_counter()
+        return pieces, t1 - t0, t2 - t1, t3 - t2
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            parts, size = self._take()
+            if not parts:
+                continue
+            start = time.perf_counter()
+            self.busy_until = start + self.cost.batch_seconds(size)
+            try:
+                pieces, input_s, infer_s, output_s = await loop.run_in_executor(
+                    self._executor, self._compute, parts, size
+                )
+            except Exception as exc:
+                self.busy_until = None
+                logger.error(
+                    "%s: a batch of %d rows failed: %s: %s", self.name, size, type(exc).__name__, exc
+                )
+                self._fail(parts, exc)
+                continue
+            except asyncio.CancelledError:  # closing: the batch in flight fails its requests
+                self._fail(parts, BatchFailed("the server is shutting down"))
+                raise
+            self.busy_until = None
+            end = time.perf_counter()
+            self.cost.add(size, end - start)  # what the batch cost the queue: thread hand-offs included
+            self._deliver(parts, pieces, start, (input_s, infer_s, output_s), size, end)
+            for observer in self.observers:  # after the requests: observers may flush per batch
+                observer.batch_done(size, len(parts), input_s, infer_s, output_s, len(self.queue))
+
+    def _deliver(
+        self, parts: list[Part], pieces: list[np.ndarray], start: float, phases: tuple, size: int, end: float
+    ) -> None:
+        for (request, first, rows), piece in zip(parts, pieces, strict=True):
+            request.timing.add_batch(start, *phases, size)
+            request.received += rows
+            done = request.received == request.rows
+            if request.future.done():  # the caller went away while its rows ran
+                if done:
+                    self._tell(request.rows, request.timing, False, "CANCELED", end)
+                continue
+            if rows == request.rows:
+                result = piece
+            else:  # split over batches: join the pieces in order
+                if request.out is None:
+                    request.out = np.empty((request.rows, *piece.shape[1:]), dtype=piece.dtype)
+                request.out[first : first + rows] = piece
+                result = request.out
+            if done:
+                request.future.set_result(result)
+                self._tell(request.rows, request.timing, True, "", end)
+
+    def _fail(self, parts: list[Part], exc: BaseException) -> None:
+        error = exc if isinstance(exc, BatchFailed) else BatchFailed(f"{type(exc).__name__}: {exc}")
+        end = time.perf_counter()
+        for request, _, _ in parts:
+            if not request.future.done():
+                request.future.set_exception(error)
+                self._tell(request.rows, request.timing, False, "BACKEND", end)
+            # the rest of a failed split request is dropped: its answer can no longer be whole
+            if request.sent < request.rows and request in self.queue:
+                self.queue.remove(request)
+                self.queued_rows -= request.rows - request.sent
+                request.sent = request.rows
+
+    def _tell(self, rows: int, timing: Timing, ok: bool, reason: str, end: float | None = None) -> None:
+        end = time.perf_counter() if end is None else end
+        for observer in self.observers:
+            observer.request_done(rows, timing, end, ok, reason)
+
+    async def close(self) -> None:
+        """Answer what is queued, then stop the loop and the thread."""
+        while self.queue or self.busy_until is not None:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
