@@ -26,9 +26,15 @@ _sessions: dict[str, ort.InferenceSession] = {}
 
 
 def session(name: str, tag: str) -> ort.InferenceSession:
+    """The model's session, tuned as the service tunes its own (one intra-op thread, idle threads not
+    spinning): with ONNX Runtime's defaults the baseline spends ~4x the CPU per request."""
     if name not in _sessions:
         path = bentoml.models.get(tag).path_of(FORMATS["onnx"].file)
-        _sessions[name] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return _sessions[name]
 
 
@@ -53,13 +59,13 @@ def readyz() -> str:
 
 
 @app.post("/predict_housing")
-def predict_housing(body: HousingIn) -> list[float]:
+async def predict_housing(body: HousingIn) -> list[float]:
     x = np.asarray(body.features, dtype=np.float32)
     return session(HOUSING.name, settings.housing_model).run(None, {HOUSING.input_name: x})[0][:, 0].tolist()
 
 
 @app.post("/classify_digits")
-def classify_digits(body: DigitsIn) -> list[Prediction]:
+async def classify_digits(body: DigitsIn) -> list[Prediction]:
     x = np.asarray(body.images, dtype=np.float32)[:, None]
     logits = session(MNIST.name, settings.mnist_model).run(None, {MNIST.input_name: x})[0]
     probabilities = softmax(logits.astype(np.float64), axis=1)

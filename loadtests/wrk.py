@@ -4,6 +4,7 @@
     python -m loadtests.wrk --servers ours --cases housing_1 --duration 300     # a sustained run
     python -m loadtests.wrk --servers ours --cases mnist_64,v2_binary_mnist_64  # JSON vs V2 binary
     python -m loadtests.wrk --servers fastapi,before,ours --before-repo ../before   # before / after
+    python -m loadtests.wrk --servers ours,ours:BENTOML_MIDDLEWARE=true   # a server with a setting
 
 Locust (loadtests.run) checks every answer but spends a core of its own in Python; wrk only counts
 status codes and costs a few % of a core, so it shows what the service does when the generator is
@@ -11,7 +12,8 @@ not the bottleneck (the load-test issue's targets are stated for such a generato
 binary (Debian/Ubuntu: `apt-get install wrk`). Bodies are real test-split rows/images. Servers: `ours`
 (this checkout), `stock` (stock BentoML), `fastapi` (plain FastAPI + ONNX Runtime, one uvicorn
 process), `before` (the service of another checkout, --before-repo: e.g. `git worktree add ../before
-<commit>`). `cpu_ms` is the server's CPU per request over wrk's run (all its processes).
+<commit>`); `name:KEY=VALUE` starts it with one more environment variable. `cpu_ms` is the server's
+CPU per request over wrk's run (all its processes).
 """
 
 from __future__ import annotations
@@ -112,6 +114,32 @@ def run_case(url: str, case: str, args, path: str, script: Path) -> dict:
     return row
 
 
+def server_of(label: str, before_repo: Path | None) -> Server:
+    """The server of a --servers entry, `name[:KEY=VALUE]` (ONNX on the CPU)."""
+    name, _, setting = label.partition(":")
+    env = {"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu", **dict([setting.split("=", 1)] if setting else [])}
+    if name == "before":
+        return Server(env, target=SERVERS["ours"], repo=before_repo.resolve())
+    return Server(env, target=SERVERS[name], repo=REPO)
+
+
+def measure(server: Server, label: str, case: str, args, scripts: Path) -> dict:
+    """One wrk run of a case against a server, with the server's CPU and memory over wrk's run."""
+    path, script = prepare(case, scripts)
+    time.sleep(args.pause)  # let the previous case's queued requests drain
+    memory = ResourceSampler(server.proc.pid, period=0.5)
+    memory.start()
+    t0 = time.time()
+    row = {"server": label, **run_case(server.url, case, args, path, script)}
+    t1 = time.time()
+    memory.stop()
+    summary = memory.summary(t0, t1)  # over wrk's run only
+    row.update({k: summary[k] for k in ("server_cpu_pct", "rss_mb", "rss_growth_pct", "rss_peak_mb")})
+    # server CPU per request: its CPU seconds over wrk's run / wrk's requests
+    row["cpu_ms"] = 1000 * summary["server_cpu_pct"] / 100 * (t1 - t0) / max(row["requests"], 1)
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(
         prog="python -m loadtests.wrk", description=__doc__.splitlines()[0],
@@ -134,8 +162,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = args.out or Path("reports") / f"wrk-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
-    names = args.servers.split(",")
-    if "before" in names and args.before_repo is None:
+    labels = args.servers.split(",")
+    if any(label.partition(":")[0] == "before" for label in labels) and args.before_repo is None:
         raise SystemExit("error: --servers before needs --before-repo (a checkout of the service to compare)")
     print(
         "| server | case | req/s | items/s | p50 ms | p99 ms | max ms | non-2xx | server CPU % | cpu_ms "
@@ -143,32 +171,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scripts:
-        for name in names:
-            target, repo = (
-                (SERVERS["ours"], args.before_repo.resolve()) if name == "before" else (SERVERS[name], REPO)
-            )
-            with Server({"MODEL_BACKEND": "onnx", "MODEL_DEVICE": "cpu"}, target=target, repo=repo) as server:
+        for label in labels:
+            name = label.partition(":")[0]
+            with server_of(label, args.before_repo) as server:
                 for case in args.cases.split(","):
                     if name in ("stock", "fastapi") and CASES[case][2] is not None:
                         continue  # the baselines have no Open Inference Protocol routes
-                    path, script = prepare(case, Path(scripts))
-                    time.sleep(args.pause)  # let the previous case's queued requests drain
-                    memory = ResourceSampler(server.proc.pid, period=0.5)
-                    memory.start()
-                    t0 = time.time()
-                    row = {"server": name, **run_case(server.url, case, args, path, script)}
-                    t1 = time.time()
-                    memory.stop()
-                    summary = memory.summary(t0, t1)  # over wrk's run only
-                    row.update(
-                        {k: summary[k] for k in ("server_cpu_pct", "rss_mb", "rss_growth_pct", "rss_peak_mb")}
-                    )
-                    # server CPU per request: CPU seconds over wrk's run / its requests
-                    row["cpu_ms"] = (
-                        1000 * summary["server_cpu_pct"] / 100 * (t1 - t0) / max(row["requests"], 1)
-                    )
+                    row = measure(server, label, case, args, Path(scripts))
                     results.append(row)
-                    print(f"| {name} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
+                    print(f"| {label} | {case} | {row['rps']:,.0f} | {row['items_per_s']:,.0f} | "
                           f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.0f} | "
                           f"{row['non_2xx']} | {row['server_cpu_pct']:.0f} | {row['cpu_ms']:.3f} | "
                           f"{row['rss_mb']:.0f} ({row['rss_growth_pct']:+.1f} %) |",

@@ -25,12 +25,32 @@ CPU_PROVIDER = "CPUExecutionProvider"
 
 
 class Backend(Protocol):
+    """`__call__` takes a C-contiguous float32 batch and returns a new array (the batcher slices it
+    into per-request views). `allocate` (optional) gives the batcher its input buffer."""
+
     kind: str
     device: str
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
     def describe(self) -> dict: ...
+
+
+class TorchBackend:
+    """What the torch formats share: the batcher's input buffer in pinned host memory on a GPU, so that
+    a batch reaches the device in one asynchronous copy."""
+
+    torch: object
+    torch_device: object
+    device: str
+
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.device != "cuda":
+            return np.empty(shape, dtype=np.float32)
+        return self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True).numpy()
+
+    def to_device(self, x: np.ndarray):
+        return self.torch.from_numpy(x).to(self.torch_device, non_blocking=True)
 
 
 class OnnxBackend:
@@ -71,7 +91,7 @@ class OnnxBackend:
         }
 
 
-class TorchScriptBackend:
+class TorchScriptBackend(TorchBackend):
     kind = "torchscript"
 
     def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
@@ -98,8 +118,7 @@ class TorchScriptBackend:
         if self.torch.get_num_threads() != self.threads:  # per OS thread: see __init__
             self.torch.set_num_threads(self.threads)
         with self.torch.inference_mode(), self.torch.jit.optimized_execution(False):
-            out = self.module(self.torch.from_numpy(x).to(self.torch_device))
-            return out.cpu().numpy()
+            return self.module(self.to_device(x)).cpu().numpy()
 
     def describe(self) -> dict:
         info = {"backend": self.kind, "device": self.device, "torch_threads": self.threads}
@@ -108,7 +127,7 @@ class TorchScriptBackend:
         return info
 
 
-class AotiBackend:
+class AotiBackend(TorchBackend):
     """A torch.export program compiled ahead of time by AOTInductor (`model.<device>.pt2`): C++/CUDA
     kernels for one device, loaded without Python graph code and run under inference_mode."""
 
@@ -134,7 +153,7 @@ class AotiBackend:
         if self.torch.get_num_threads() != self.threads:
             self.torch.set_num_threads(self.threads)
         with self.torch.inference_mode():
-            return self.runner.run([self.torch.from_numpy(x).to(self.torch_device)])[0].cpu().numpy()
+            return self.runner.run([self.to_device(x)])[0].cpu().numpy()
 
     def describe(self) -> dict:
         info = {"backend": self.kind, "device": self.device, "torch_threads": self.threads}

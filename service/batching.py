@@ -160,6 +160,8 @@ class Batcher:
         self.observers = list(observers)
         self.queue: deque[Request] = deque()
         self.queued_rows = 0  # rows waiting, not yet handed to a batch
+        self.reserved = 0  # requests admitted before their body was read (`reserve`), not yet queued
+        self.mean_rows = 1.0  # rows per request, recent mean: a reserved request's estimated size
         self.busy_until: float | None = None  # expected end of the running batch (perf_counter)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -169,26 +171,50 @@ class Batcher:
 
     def expected_seconds(self, rows: int, now: float) -> float:
         """When a request of `rows` rows arriving now would be answered: the rest of the running batch,
-        then every queued row ahead of it and its own, in batches of at most max_batch_size."""
+        then every row ahead of it (queued, and reserved by requests still being read, at the recent
+        mean request size) and its own, in batches of at most max_batch_size."""
         running = max(0.0, self.busy_until - now) if self.busy_until is not None else 0.0
-        return running + self.cost.seconds(self.queued_rows + rows, self.max_batch_size)
+        ahead = self.queued_rows + self.reserved * self.mean_rows
+        return running + self.cost.seconds(ahead + rows, self.max_batch_size)
 
-    def submit(self, x: np.ndarray, timing: Timing | None = None) -> Request:
-        """Queue a request (admission by deadline first: `Overloaded` when it would miss it)."""
+    def admit(self, rows: float, now: float | None = None) -> None:
+        """Admission by deadline: `Overloaded` when a request of `rows` rows arriving now would be
+        answered past the deadline. Never when nothing is running, queued or reserved (one request
+        alone always runs, whatever its size)."""
+        now = time.perf_counter() if now is None else now
+        expected = self.expected_seconds(rows, now)
+        if expected > self.deadline_s and (self.queued_rows or self.reserved or self.busy_until is not None):
+            self._tell(round(rows), Timing(now), False, "REJECTED")
+            raise Overloaded(
+                f"overloaded: {self.name} would answer a request of {rows:.0f} row(s) in "
+                f"~{expected * 1e3:.0f} ms ({self.queued_rows} row(s) queued ahead of it, {self.reserved} "
+                f"request(s) being read), past its deadline of {self.deadline_s * 1e3:.0f} ms "
+                f"({self.deadline_setting}); retry later",
+                max(1.0, expected - self.deadline_s),
+            )
+
+    def reserve(self) -> None:
+        """Admission of a request whose rows are not known yet (its body is still to be read and
+        parsed), counted at the recent mean request size: refused at once when that would miss the
+        deadline, so that under overload a refusal costs neither the body's parsing nor its memory.
+        The reservation keeps its place ahead of later requests until `submit(..., reserved=True)` or
+        `release()`."""
+        self.admit(self.mean_rows)
+        self.reserved += 1
+
+    def release(self) -> None:
+        """Give a reservation back (the request turned out malformed, or its client left)."""
+        self.reserved -= 1
+
+    def submit(self, x: np.ndarray, timing: Timing | None = None, reserved: bool = False) -> Request:
+        """Queue a request (admission by deadline first: `Overloaded` when it would miss it).
+        `reserved`: it holds a reservation, which this consumes (also when it is refused)."""
         now = time.perf_counter()
         rows = len(x)
-        expected = self.expected_seconds(rows, now)
-        if expected > self.deadline_s and (self.queued_rows or self.busy_until is not None):
-            # never refused when the model is idle and nothing is queued: one request alone always runs
-            retry = max(1.0, expected - self.deadline_s)
-            self._tell(rows, timing or Timing(now), False, "REJECTED")
-            raise Overloaded(
-                f"overloaded: {self.name} would answer this request of {rows} row(s) in "
-                f"~{expected * 1e3:.0f} "
-                f"ms ({self.queued_rows} row(s) queued ahead of it), past its deadline of "
-                f"{self.deadline_s * 1e3:.0f} ms ({self.deadline_setting}); retry later",
-                retry,
-            )
+        if reserved:
+            self.reserved -= 1
+        self.admit(rows, now)
+        self.mean_rows += 0.1 * (rows - self.mean_rows)
         loop = asyncio.get_running_loop()
         if timing is None:
             timing = Timing(now)
@@ -292,7 +318,10 @@ class Batcher:
                 raise
             self.busy_until = None
             end = time.perf_counter()
-            self.cost.add(size, end - start)  # what the batch cost the queue: thread hand-offs included
+            # the batch's own cost, measured in its thread: not the event loop's delay in taking the
+            # result, which a flood of requests to parse can make large (and the estimate would then
+            # refuse everything while the model idles)
+            self.cost.add(size, input_s + infer_s + output_s)
             self._deliver(parts, pieces, start, (input_s, infer_s, output_s), size, end)
             for observer in self.observers:  # after the requests: observers may flush per batch
                 observer.batch_done(size, len(parts), input_s, infer_s, output_s, len(self.queue))

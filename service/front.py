@@ -9,9 +9,9 @@ life cycle, the Swagger UI's assets).
 
 BentoML's per-request middleware (its Prometheus request metrics, OpenTelemetry, access log, timeout
 and concurrency middleware) cost more CPU per request than a batched model (BENCHMARKS.md), and each
-of those jobs is done here more cheaply, so the service's routes skip it. With ACCESS_LOG or TRACING
-set, they go through BentoML's app instead (its access log and request spans; the service's routes
-are mounted there with `@bentoml.asgi_app`).
+of those jobs is done here more cheaply, so the service's routes skip it. With BENTOML_MIDDLEWARE,
+ACCESS_LOG or TRACING set, they go through BentoML's app instead (its request metrics, access log and
+request spans; the service's routes are mounted there with `@bentoml.asgi_app`).
 
 `ModelServingService.to_asgi` (service/service.py) puts this in front of the app BentoML builds: the
 public hook BentoML's worker calls for the app it serves.
@@ -51,7 +51,7 @@ class FrontDoor:
     def __init__(self, api: HttpApi, bentoml_app, settings: ServiceSettings) -> None:
         self.api = api
         self.bentoml = bentoml_app
-        self.through_bentoml = settings.access_log or settings.tracing
+        self.through_bentoml = settings.bentoml_middleware or settings.access_log or settings.tracing
         self.max_concurrency = settings.max_concurrency
         self.timeout = settings.request_timeout_s
         self.in_flight = 0

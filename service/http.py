@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import bentoml
 import numpy as np
@@ -55,6 +57,9 @@ JSON = b"application/json"
 # Content types a JSON endpoint refuses (415): other encodings of a body. Any other type is read as
 # JSON (as BentoML did; `curl -d` sends application/x-www-form-urlencoded).
 NOT_JSON = ("application/vnd.bentoml+pickle", "multipart/")
+
+
+T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -94,10 +99,26 @@ class LiveModel:
     def version(self) -> str:
         return self.served.version
 
-    async def infer(self, x: np.ndarray, timing: Timing, receive=None) -> np.ndarray:
-        """The model's output rows for `x` (Overloaded, BatchFailed or ClientGone otherwise)."""
+    async def admitted(self, decoding: Coroutine[Any, Any, T]) -> T:
+        """A request's decoding (read and parse its body), once the batcher admits a request of the
+        recent mean size (Batcher.reserve: refused at once, unread, when the queue is past its
+        deadline); the reservation is given back if the decoding fails (a 4xx, a client gone)."""
+        try:
+            self.batcher.reserve()
+        except BaseException:
+            decoding.close()
+            raise
+        try:
+            return await decoding
+        except BaseException:
+            self.batcher.release()
+            raise
+
+    async def infer(self, x: np.ndarray, timing: Timing, receive=None, reserved: bool = False) -> np.ndarray:
+        """The model's output rows for `x` (Overloaded, BatchFailed or ClientGone otherwise).
+        `reserved`: admitted before its body was read (Batcher.reserve)."""
         batcher = self.batcher
-        request = batcher.submit(x, timing)
+        request = batcher.submit(x, timing, reserved)
         if receive is None or batcher.expected_seconds(0, timing.enqueue) < WATCH_DISCONNECT_S:
             return await batcher.result(request)
         result = asyncio.ensure_future(batcher.result(request))
@@ -161,6 +182,14 @@ async def respond_error(send, exc: Exception) -> None:
     return await respond(send, 500, dumps({"error": UNEXPECTED}))
 
 
+def header_length(scope) -> str | None:
+    """The binary tensor extension's Inference-Header-Content-Length, if any."""
+    for key, value in scope["headers"]:
+        if key == b"inference-header-content-length":
+            return value.decode("latin-1")
+    return None
+
+
 def content_type(scope) -> str:
     for key, value in scope["headers"]:
         if key == b"content-type":
@@ -185,15 +214,18 @@ class JsonPredict:
                 raise error(
                     415, f"Content-Type {media.split(';')[0]} is not supported here; send application/json"
                 )
-            x = self.endpoint.codec.decode(await read_body(receive))
+            x = await model.admitted(self._decode(receive))
             timing = Timing()
-            rows = await model.infer(x, timing, receive)
+            rows = await model.infer(x, timing, receive, reserved=True)
         except ClientGone:
             return
         except Exception as exc:
             return await respond_error(send, exc)
         body = dumps(self.endpoint.answer(rows))
         await respond(send, 200, body, headers=[(b"server-timing", self.api.server_timing(timing))])
+
+    async def _decode(self, receive) -> np.ndarray:
+        return self.endpoint.codec.decode(await read_body(receive))
 
 
 class UploadPredict:
@@ -205,34 +237,35 @@ class UploadPredict:
     async def __call__(self, scope, receive, send) -> None:
         if scope["method"] != "POST":
             return await self.api.app(scope, receive, send)
-        settings = self.api.settings
         try:
             model = self.api.model(UPLOAD_MODEL)
-            request = Request(scope, receive)
-            try:
-                async with request.form(max_files=1, max_fields=8) as form:
-                    upload, invert = form.get("image"), form.get("invert", "auto")
-                    if upload is None or isinstance(upload, str):
-                        raise error(
-                            400, "image: a file field named `image` is required (multipart/form-data)"
-                        )
-                    data = await upload.read()
-            except HTTPException as exc:  # Starlette's multipart parser: a malformed body
-                raise error(exc.status_code, str(exc.detail)) from None
-            except MultiPartException as exc:  # the same, where Starlette's app is not in the scope
-                raise error(400, exc.message) from None
-            # decoding a picture can take milliseconds: off the event loop
-            x = await asyncio.to_thread(
-                decode_upload, data, str(invert), settings.max_upload_bytes, settings.max_upload_pixels
-            )
+            x = await model.admitted(self._decode(scope, receive))
             timing = Timing()
-            rows = await model.infer(x, timing, receive)
+            rows = await model.infer(x, timing, receive, reserved=True)
         except ClientGone:
             return
         except Exception as exc:
             return await respond_error(send, exc)
         body = dumps(model.endpoint.answer(rows)[0])
         await respond(send, 200, body, headers=[(b"server-timing", self.api.server_timing(timing))])
+
+    async def _decode(self, scope, receive) -> np.ndarray:
+        settings = self.api.settings
+        request = Request(scope, receive)
+        try:
+            async with request.form(max_files=1, max_fields=8) as form:
+                upload, invert = form.get("image"), form.get("invert", "auto")
+                if upload is None or isinstance(upload, str):
+                    raise error(400, "image: a file field named `image` is required (multipart/form-data)")
+                data = await upload.read()
+        except HTTPException as exc:  # Starlette's multipart parser: a malformed body
+            raise error(exc.status_code, str(exc.detail)) from None
+        except MultiPartException as exc:  # the same, where Starlette's app is not in the scope
+            raise error(400, exc.message) from None
+        # decoding a picture can take milliseconds: off the event loop
+        return await asyncio.to_thread(
+            decode_upload, data, str(invert), settings.max_upload_bytes, settings.max_upload_pixels
+        )
 
 
 class V2Infer:
@@ -246,15 +279,9 @@ class V2Infer:
             return await self.api.app(scope, receive, send)
         try:
             model = self.api.v2_model(scope["path_params"])
-            body = await read_body(receive)
-            header_length = None
-            for key, value in scope["headers"]:
-                if key == b"inference-header-content-length":
-                    header_length = value.decode("latin-1")
-            parsed = oip.parse_infer(body, header_length, model.endpoint.v2)
-            del body
+            parsed = await model.admitted(self._decode(scope, receive, model))
             timing = Timing()
-            rows = await model.infer(parsed.array, timing, receive)
+            rows = await model.infer(parsed.array, timing, receive, reserved=True)
             values = model.endpoint.v2.output_values(rows, [name for name, _ in parsed.outputs])
             content, headers = oip.encode_infer(model.endpoint.v2, model.version, parsed, values)
         except ClientGone:
@@ -267,6 +294,10 @@ class V2Infer:
         if oip.HEADER_LENGTH in headers:
             extra.append((b"inference-header-content-length", headers[oip.HEADER_LENGTH].encode()))
         await respond(send, 200, content, headers["Content-Type"].encode(), extra)
+
+    @staticmethod
+    async def _decode(scope, receive, model: LiveModel) -> oip.InferRequest:
+        return oip.parse_infer(await read_body(receive), header_length(scope), model.endpoint.v2)
 
 
 def _json_http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -37,6 +37,11 @@ class ServiceSettings(BaseSettings):
     # the service's routes go through BentoML's per-request middleware (service/front.py).
     access_log: bool = False
     tracing: bool = False
+    # True: the service's routes go through BentoML's per-request middleware (its request metrics,
+    # timeout and concurrency middleware, and the access log and spans when on) instead of straight to
+    # the service's handlers; ACCESS_LOG and TRACING imply it. Off by default: it costs more CPU per
+    # request than a batched model (BENCHMARKS.md).
+    bentoml_middleware: bool = False
     # Batching (service/batching.py): a batch holds at most max_batch_size rows; max_latency_ms is a
     # request's deadline in its batcher (queued + computed): a request that would be answered later,
     # by the measured cost of the rows ahead of it and its own, is refused at once with 503 and

@@ -208,3 +208,30 @@ def test_cost_model_fits_the_batches_it_sees():
         model.add(1, 0.0022)
     assert model.batch_seconds(64) == pytest.approx(0.0148, rel=0.05)
     assert model.seconds(130, 64) == pytest.approx(3 * model.fixed + 130 * model.per_row)
+
+
+def test_requests_still_being_read_count_ahead_at_the_mean_request_size():
+    """`reserve()` admits a request before its body is parsed, at the recent mean request size, and
+    keeps its place: once the reservations alone pass the deadline, the next request is refused before
+    its body is read. `release()` gives a place back, `submit(reserved=True)` turns it into rows."""
+    gate = threading.Event()
+
+    async def main():
+        b = batcher(FakeBackend(gate=gate), max_batch=64, deadline=0.1, cost=CostModel(0.0, 0.01))
+        running = asyncio.ensure_future(b.infer(rows([0] * 4)))  # mean request size -> ~1.3 rows
+        await asyncio.sleep(0.02)
+        admitted = 0
+        with pytest.raises(Overloaded, match="request\\(s\\) being read"):
+            for _ in range(20):
+                b.reserve()
+                admitted += 1
+        assert 5 <= admitted <= 9  # ~1.3 rows x 10 ms each against 100 ms
+        b.release()
+        b.reserve()  # the released place can be taken again
+        request = b.submit(rows([5]), reserved=True)
+        assert b.reserved == admitted - 1
+        gate.set()
+        await asyncio.gather(running, b.result(request))
+        await b.close()
+
+    run(main())
