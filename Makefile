@@ -54,7 +54,7 @@ models: $(SETUP)  ## train + register only the models missing from the store (RE
 	$(PY) -m bentoml models list
 
 serve: $(SETUP)  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DEVICE: see README)
-	@echo "Serving on $(URL)  (status: $(URL)/status, API docs: $(URL)/docs). Try:"
+	@echo "Serving on $(URL)  (this service: $(URL)/, API docs: $(URL)/docs, status: $(URL)/status). Try:"
 	@echo "  curl -s -X POST $(URL)/predict_housing -H 'Content-Type: application/json' \\"
 	@echo "       -d '{\"features\": [[8.3252, 41.0, 6.9841, 1.0238, 322.0, 2.5556, 37.88, -122.23]]}'"
 	$(PY) -m bentoml serve --host 127.0.0.1 --port $(PORT)

@@ -48,7 +48,8 @@ ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model
     "v2_mnist_binary": ("V2DigitsBinaryUser", "mnist_images", MNIST.name, "classify_digits"),
 }
 DEFAULT_ENDPOINTS = ["predict_housing", "classify_digits", "classify_digit_image"]
-STOCK_ENDPOINTS = ("predict_housing", "classify_digits")  # loadtests/stock_service.py: ONNX on CPU only
+# the baselines (loadtests/stock_service.py, loadtests/fastapi_baseline.py): ONNX on CPU, JSON only
+BASELINE_ENDPOINTS = ("predict_housing", "classify_digits")
 
 
 class GeneratorError(RuntimeError):
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=csv_list(),
         default=["ours"],
         help="ours = service/service.py; stock = the same model.onnx on stock BentoML "
-        "(loadtests/stock_service.py)",
+        "(loadtests/stock_service.py); fastapi = on plain FastAPI (loadtests/fastapi_baseline.py)",
     )
     p.add_argument(
         "--workers", type=csv_list(int), default=[0], help="WORKERS of the server (0 = the service default)"
@@ -169,19 +170,25 @@ def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
     return best
 
 
+def metrics_text(server: Server) -> str:
+    """The server's Prometheus text ("" for a server without /metrics: the FastAPI baseline)."""
+    response = requests.get(f"{server.url}/metrics", timeout=10)
+    return response.text if response.status_code == 200 else ""
+
+
 def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: Path, ceilings: dict) -> dict:
     name, device, backend = combo["server"], combo["device"], combo["backend"]
     prefix = out / f"{name}-{device}-{backend}-w{server.workers}-{endpoint}-u{users}"
     for stale in glob.glob(f"{glob.escape(str(prefix))}[-_.]*"):  # a previous run into the same folder
         Path(stale).unlink()
-    before = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
+    before = batch_histogram(metrics_text(server))
     sampler = ResourceSampler(server.proc.pid, period=0.5, gpu=device == "cuda")
     sampler.start()
     try:
         run_locust(server.url, endpoint, users, args, prefix, sampler)
     finally:
         sampler.stop(Path(f"{prefix}-resources.csv"))
-    after = batch_histogram(requests.get(f"{server.url}/metrics", timeout=10).text)
+    after = batch_histogram(metrics_text(server))
     stats = locust_stats(Path(f"{prefix}_stats.csv")).get(endpoint)
     if stats is None:  # Locust ran but sent nothing (its users failed to start)
         log = prefix.parent / f"{prefix.name}.log"
@@ -253,11 +260,11 @@ def main(argv: list[str] | None = None) -> Path:
     ):
         label = f"{name}/{device}/{backend}" + (f"/workers={workers}" if workers else "")
         endpoints = args.endpoints
-        if name == "stock":
+        if name != "ours":
             if backend != "onnx" or device != "cpu":
-                problems.append(f"{label}: skipped, the stock baseline is ONNX on CPU")
+                problems.append(f"{label}: skipped, the {name} baseline is ONNX on CPU")
                 continue
-            endpoints = [e for e in endpoints if e in STOCK_ENDPOINTS]
+            endpoints = [e for e in endpoints if e in BASELINE_ENDPOINTS]
         env = {"MODEL_BACKEND": backend, "MODEL_DEVICE": device, "DATA_DIR": str(args.data_dir)}
         if workers:
             env["WORKERS"] = str(workers)

@@ -170,6 +170,8 @@ async def respond(send, status: int, body: bytes, content_type: bytes = JSON, he
 
 async def respond_error(send, exc: Exception) -> None:
     """The JSON answer of a request that got no prediction."""
+    if isinstance(exc, oip.ProtocolError):
+        return await respond(send, exc.status, dumps({"error": str(exc)}))
     if isinstance(exc, InvalidRequest):
         headers = [(k.lower().encode(), str(v).encode()) for k, v in exc.headers.items()]
         return await respond(send, exc.status, dumps(exc.body), headers=headers)
@@ -197,39 +199,10 @@ def content_type(scope) -> str:
     return ""
 
 
-class JsonPredict:
-    """POST <endpoint.route>: the JSON endpoint of one model."""
-
-    def __init__(self, api: HttpApi, endpoint: Endpoint) -> None:
-        self.api = api
-        self.endpoint = endpoint
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["method"] != "POST":
-            return await self.api.app(scope, receive, send)  # Starlette's routing: 405 with Allow
-        try:
-            model = self.api.model(self.endpoint.name)
-            media = content_type(scope)
-            if media.startswith(NOT_JSON):
-                raise error(
-                    415, f"Content-Type {media.split(';')[0]} is not supported here; send application/json"
-                )
-            x = await model.admitted(self._decode(receive))
-            timing = Timing()
-            rows = await model.infer(x, timing, receive, reserved=True)
-        except ClientGone:
-            return
-        except Exception as exc:
-            return await respond_error(send, exc)
-        body = dumps(self.endpoint.answer(rows))
-        await respond(send, 200, body, headers=[(b"server-timing", self.api.server_timing(timing))])
-
-    async def _decode(self, receive) -> np.ndarray:
-        return self.endpoint.codec.decode(await read_body(receive))
-
-
-class UploadPredict:
-    """POST /classify_digit_image: a picture of a digit (multipart `image`, optional `invert`)."""
+class Prediction:
+    """A prediction route (POST only: another method gets Starlette's 405 with Allow). `predict` decodes
+    the request into one array, has its model's batcher answer it, and encodes the answer; every
+    refusal is a JSON error; a client that went away gets nothing."""
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api
@@ -237,17 +210,51 @@ class UploadPredict:
     async def __call__(self, scope, receive, send) -> None:
         if scope["method"] != "POST":
             return await self.api.app(scope, receive, send)
+        timing = Timing()
         try:
-            model = self.api.model(UPLOAD_MODEL)
-            x = await model.admitted(self._decode(scope, receive))
-            timing = Timing()
-            rows = await model.infer(x, timing, receive, reserved=True)
+            content, content_type, headers = await self.predict(scope, receive, timing)
         except ClientGone:
             return
         except Exception as exc:
             return await respond_error(send, exc)
-        body = dumps(model.endpoint.answer(rows)[0])
-        await respond(send, 200, body, headers=[(b"server-timing", self.api.server_timing(timing))])
+        headers = [(b"server-timing", self.api.server_timing(timing)), *headers]
+        await respond(send, 200, content, content_type, headers)
+
+    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
+        """(body, content type, extra headers) of the answer."""
+        raise NotImplementedError
+
+
+class JsonPredict(Prediction):
+    """POST <endpoint.route>: the JSON endpoint of one model."""
+
+    def __init__(self, api: HttpApi, endpoint: Endpoint) -> None:
+        super().__init__(api)
+        self.endpoint = endpoint
+
+    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
+        model = self.api.model(self.endpoint.name)
+        media = content_type(scope)
+        if media.startswith(NOT_JSON):
+            raise error(
+                415, f"Content-Type {media.split(';')[0]} is not supported here; send application/json"
+            )
+        x = await model.admitted(self._decode(receive))
+        rows = await model.infer(x, timing, receive, reserved=True)
+        return dumps(self.endpoint.answer(rows)), JSON, []
+
+    async def _decode(self, receive) -> np.ndarray:
+        return self.endpoint.codec.decode(await read_body(receive))
+
+
+class UploadPredict(Prediction):
+    """POST /classify_digit_image: a picture of a digit (multipart `image`, optional `invert`)."""
+
+    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
+        model = self.api.model(UPLOAD_MODEL)
+        x = await model.admitted(self._decode(scope, receive))
+        rows = await model.infer(x, timing, receive, reserved=True)
+        return dumps(model.endpoint.answer(rows)[0]), JSON, []
 
     async def _decode(self, scope, receive) -> np.ndarray:
         settings = self.api.settings
@@ -268,32 +275,19 @@ class UploadPredict:
         )
 
 
-class V2Infer:
+class V2Infer(Prediction):
     """POST /v2/models/{name}[/versions/{version}]/infer (JSON or binary tensors)."""
 
-    def __init__(self, api: HttpApi) -> None:
-        self.api = api
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["method"] != "POST":
-            return await self.api.app(scope, receive, send)
-        try:
-            model = self.api.v2_model(scope["path_params"])
-            parsed = await model.admitted(self._decode(scope, receive, model))
-            timing = Timing()
-            rows = await model.infer(parsed.array, timing, receive, reserved=True)
-            values = model.endpoint.v2.output_values(rows, [name for name, _ in parsed.outputs])
-            content, headers = oip.encode_infer(model.endpoint.v2, model.version, parsed, values)
-        except ClientGone:
-            return
-        except oip.ProtocolError as exc:
-            return await respond(send, exc.status, dumps({"error": str(exc)}))
-        except Exception as exc:
-            return await respond_error(send, exc)
-        extra = [(b"server-timing", self.api.server_timing(timing))]
+    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
+        model = self.api.v2_model(scope["path_params"])
+        parsed = await model.admitted(self._decode(scope, receive, model))
+        rows = await model.infer(parsed.array, timing, receive, reserved=True)
+        values = model.endpoint.v2.output_values(rows, [name for name, _ in parsed.outputs])
+        content, headers = oip.encode_infer(model.endpoint.v2, model.version, parsed, values)
+        extra = []
         if oip.HEADER_LENGTH in headers:
             extra.append((b"inference-header-content-length", headers[oip.HEADER_LENGTH].encode()))
-        await respond(send, 200, content, headers["Content-Type"].encode(), extra)
+        return content, headers["Content-Type"].encode(), extra
 
     @staticmethod
     async def _decode(scope, receive, model: LiveModel) -> oip.InferRequest:

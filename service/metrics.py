@@ -24,6 +24,7 @@ has set PROMETHEUS_MULTIPROC_DIR (importing it earlier would leave it in single-
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 
 LABELS = ("model", "version")
@@ -154,8 +155,6 @@ class HttpMetrics:
         self.in_progress[route] = self.in_progress.get(route, 0) + 1
         if not self._scheduled:
             self._scheduled = True
-            import asyncio
-
             asyncio.get_running_loop().call_later(self.period, self.flush)
 
     def finished(self, route: str, status: int) -> None:
@@ -173,6 +172,4 @@ class HttpMetrics:
             families["in_progress"].labels(route).set(count)
         if any(self.in_progress.values()):  # keep the gauge current while requests are in flight
             self._scheduled = True
-            import asyncio
-
             asyncio.get_running_loop().call_later(self.period, self.flush)

@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from loadtests.server import REPO
+from loadtests.server import REPO, Server
 
 _BENTOML_HOME = tempfile.mkdtemp(prefix="bentoml-home-")
 os.environ["BENTOML_HOME"] = _BENTOML_HOME
@@ -86,6 +87,28 @@ def own_home(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("bentoml-home")
     (home / "models").symlink_to(Path(_BENTOML_HOME) / "models", target_is_directory=True)
     return {"BENTOML_HOME": str(home)}
+
+
+@contextmanager
+def server_pool(tmp_path_factory, env_of, prepare=None):
+    """`get(backend)`: a server per backend, started when first asked for, each with its own home
+    (`own_home`: they run side by side), all stopped at the end. `env_of(backend)`: its environment;
+    `prepare(server)`: run once on each new server."""
+    started: dict[str, Server] = {}
+
+    def get(backend: str) -> Server:
+        if backend not in started:
+            server = started[backend] = Server({**own_home(tmp_path_factory), **env_of(backend)})
+            server.backend = backend
+            if prepare is not None:
+                prepare(server)
+        return started[backend]
+
+    try:
+        yield get
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -61,9 +61,9 @@ def reuseport_listener(inherited: socket.socket) -> socket.socket:
 def worker_run(self, sockets=None) -> None:
     """uvicorn.Server.run in a BentoML worker: worker 1 accepts on the arbiter's socket, every other
     worker on a socket of its own in the same SO_REUSEPORT group."""
-    from bentoml._internal.context import server_context
+    import bentoml
 
-    if sockets and (server_context.worker_index or 1) > 1:
+    if sockets and (bentoml.server_context.worker_index or 1) > 1:
         own = reuseport_listener(sockets[0])
         sockets[0].close()  # this process's copy only; worker 1 and the arbiter keep theirs
         sockets = [own]

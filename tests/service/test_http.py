@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import socket
 import time
 from collections import Counter
@@ -22,10 +23,9 @@ from scipy.special import softmax
 from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
 from loadtests.report import batch_histogram, mean_batch
-from loadtests.server import Server
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
-from tests.conftest import offline_outputs, own_home
+from tests.conftest import offline_outputs, server_pool
 
 # The ONNX server runs with the default MODEL_BACKEND=auto / MODEL_DEVICE=auto and every GPU hidden
 # (CUDA_VISIBLE_DEVICES=""), so it also shows what `auto` picks on a machine without a GPU; the GPU
@@ -40,35 +40,16 @@ PLACEMENT_ENV = {
 @pytest.fixture(scope="module")
 def servers(smoke_models, tmp_path_factory):
     """A server per format, started when a test first needs it, all stopped at the end of the module."""
-    started: dict[str, Server] = {}
 
-    def get(backend: str) -> Server:
-        if backend not in started:
-            env = {
-                **own_home(tmp_path_factory),
-                **PLACEMENT_ENV[backend],
-                "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-                "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-            }
-            started[backend] = Server(env)
-            started[backend].backend = backend
-        return started[backend]
+    def env_of(backend: str) -> dict:
+        return {
+            **PLACEMENT_ENV[backend],
+            "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
+            "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
+        }
 
-    yield get
-    for srv in started.values():
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def server(servers):
-    """The ONNX server (what `auto` picks without a GPU): for what does not depend on the backend."""
-    return servers("onnx")
-
-
-@pytest.fixture(params=list(FORMATS))
-def format_server(request, servers):
-    """A server per format: for answers, which depend on the backend."""
-    return servers(request.param)
+    with server_pool(tmp_path_factory, env_of) as get:
+        yield get
 
 
 def post(server, route, **body):
@@ -403,3 +384,30 @@ def test_oversized_request_headers_get_431_and_the_worker_goes_on(server):
     assert "exceed 65536 bytes" in json.loads(body)["error"]
     assert _raw_get(server, b"X-Ok: " + b"a" * 30_000).startswith(b"HTTP/1.1 200 ")
     assert post(server, "predict_housing", features=[[1.0] * 8]).status_code == 200
+
+
+def _documented_paths() -> set[str]:
+    """The service URLs that README.md and the Makefile (`make main` / `make serve`) print or show."""
+    from loadtests.server import REPO
+
+    text = (REPO / "README.md").read_text() + (REPO / "Makefile").read_text()
+    hosts = re.findall(r"(?:localhost|127\.0\.0\.1):3000(/[\w./-]*)|\$\(URL\)(/[\w./-]*)", text)
+    paths = {a or b for a, b in hosts}
+    routes = ("/v2", "/docs", "/status", "/readyz", "/livez", "/healthz", "/metrics", "/predict", "/classify")
+    for path in re.findall(r"`(?:GET |POST )?(/[\w./{}\[\]-]*)`", text):
+        path = re.sub(r"\[[^\]]*\]", "", path)  # optional parts: `/v2/models/{name}[/versions/{v}]`
+        if "..." not in path and (path == "/" or path.startswith(routes)):
+            paths.add(path)
+    return paths
+
+
+def test_every_url_the_readme_and_make_main_show_answers(server, smoke_models):
+    version = smoke_models["mnist_cnn"]["tag"].split(":", 1)[1]
+    paths = _documented_paths()
+    assert {"/", "/docs", "/docs.json", "/status", "/metrics", "/predict_housing"} <= paths, paths
+    for path in sorted(paths):
+        url = server.url + path.replace("{name}", "mnist_cnn").replace("{version}", version).replace(
+            "{v}", version
+        )
+        r = requests.get(url, timeout=10)
+        assert r.status_code in (200, 405), (path, r.status_code, r.text[:200])  # 405: a POST route

@@ -21,36 +21,21 @@ from loadtests.protocol import server_timing
 from loadtests.server import Server
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
-from tests.conftest import models_env, offline_outputs, own_home
+from tests.conftest import models_env, offline_outputs, server_pool
 
 
 @pytest.fixture(scope="module")
 def servers(smoke_models, tmp_path_factory):
     """A server per format (2 workers), started when first needed, all stopped at the module's end."""
-    started: dict[str, Server] = {}
 
-    def get(backend: str) -> Server:
-        if backend not in started:
-            env = models_env(smoke_models, MODEL_BACKEND=backend, WORKERS="2", **own_home(tmp_path_factory))
-            srv = started[backend] = Server(env)
-            srv.backend = backend
-            srv.client = triton.InferenceServerClient(srv.url.removeprefix("http://"), network_timeout=60)
-        return started[backend]
+    def env_of(backend: str) -> dict:
+        return models_env(smoke_models, MODEL_BACKEND=backend, WORKERS="2")
 
-    yield get
-    for srv in started.values():
-        srv.stop()
+    def add_client(srv: Server) -> None:
+        srv.client = triton.InferenceServerClient(srv.url.removeprefix("http://"), network_timeout=60)
 
-
-@pytest.fixture(scope="module")
-def server(servers):
-    """ONNX: for what does not depend on the backend (batching, timing, malformed requests)."""
-    return servers("onnx")
-
-
-@pytest.fixture(params=list(FORMATS))
-def format_server(request, servers):
-    return servers(request.param)
+    with server_pool(tmp_path_factory, env_of, add_client) as get:
+        yield get
 
 
 def version_of(smoke_models, name: str) -> str:

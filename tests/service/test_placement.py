@@ -11,7 +11,13 @@ import sys
 import pytest
 
 from loadtests.server import REPO
-from models.device import DeviceUnavailableError, available_cpus, cgroup_cpu_quota
+from models.device import (
+    DeviceUnavailableError,
+    available_cpus,
+    available_memory,
+    cgroup_cpu_quota,
+    cgroup_memory_limit,
+)
 from service.placement import choose
 
 
@@ -121,3 +127,33 @@ def _cgroup(tmp_path, proc_line: str, files: dict[str, str]):
 def test_cgroup_cpu_quota(tmp_path, proc_line, files, expected):
     root, proc = _cgroup(tmp_path, proc_line, files)
     assert cgroup_cpu_quota(root, proc) == expected
+
+
+@pytest.mark.parametrize(
+    ("proc_line", "files", "expected"),
+    [
+        ("0::/", {"memory.max": "2147483648\n"}, 2 << 30),  # `docker run --memory 2g` (cgroup v2)
+        (
+            "0::/kubepods/pod1/ctr",
+            {"memory.max": "max\n", "kubepods/memory.max": "8589934592\n",
+             "kubepods/pod1/ctr/memory.max": "1073741824\n"},
+            1 << 30,
+        ),
+        ("5:memory:/docker/abc", {"memory/docker/abc/memory.limit_in_bytes": "536870912\n"}, 512 << 20),  # v1
+        ("5:memory:/", {"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1: no limit
+        ("0::/", {"memory.max": "max\n"}, None),
+    ],
+    ids=["v2-container", "v2-tightest-on-path", "v1", "v1-unlimited", "no-limit"],
+)  # fmt: skip
+def test_cgroup_memory_limit(tmp_path, proc_line, files, expected):
+    root, proc = _cgroup(tmp_path, proc_line, files)
+    assert cgroup_memory_limit(root, proc) == expected
+
+
+def test_inflight_byte_budget_follows_the_memory_a_worker_has():
+    """MAX_INFLIGHT_BYTES=0 (default): a quarter of the memory this process may use, per worker."""
+    from service.settings import ServiceSettings
+
+    budget = ServiceSettings(workers=2, max_inflight_bytes=0).inflight_bytes_budget()
+    assert budget == max(16 << 20, available_memory() // 4 // 2)
+    assert ServiceSettings(max_inflight_bytes=1 << 20).inflight_bytes_budget() == 1 << 20
