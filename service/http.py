@@ -124,13 +124,16 @@ class LiveModel:
         result = asyncio.ensure_future(batcher.result(request))
         watcher = asyncio.ensure_future(_disconnected(receive))
         try:
-            await asyncio.wait((result, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:  # the client went away (or this task was cancelled): its queued rows are never computed
+            done, _ = await asyncio.wait((result, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # this task was cancelled (REQUEST_TIMEOUT_S): so is the request
             watcher.cancel()
-            if not result.done():
-                result.cancel()
-                raise ClientGone()
-        return result.result()
+            result.cancel()
+            raise
+        watcher.cancel()
+        if result in done:
+            return result.result()
+        result.cancel()  # the client went away first: its queued rows are never computed
+        raise ClientGone()
 
 
 async def _disconnected(receive) -> None:

@@ -385,3 +385,25 @@ def test_docs_json_documents_every_route_and_the_first_page_links_work():
     assert links and all(status == 200 for status in links.values()), links
     assert {"/docs", "/docs.json", "/status", "/metrics"} <= set(links)
     assert "/static_content/swagger-ui-bundle.js" in docs_page.text and "https://" not in docs_page.text
+
+
+def test_a_request_that_times_out_while_watching_its_client_gets_504():
+    """REQUEST_TIMEOUT_S also ends a request that waits long enough to watch its connection."""
+    gate = threading.Event()
+    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate)
+    front, api = make_api({"housing_mlp": backend}, request_timeout_s=1)
+    api.models["housing_mlp"].batcher.cost = CostModel(0.2, 0.0)  # 200 ms a batch: watched
+
+    async def main():
+        async with client(front) as c:
+            held = asyncio.ensure_future(c.post("/predict_housing", json={"features": [ROW]}))
+            await asyncio.sleep(0.05)
+            waiting = await c.post("/predict_housing", json={"features": [ROW]})
+            gate.set()
+            held = await held
+            await api.models["housing_mlp"].batcher.close()  # the batch in flight has finished
+            return waiting, held
+
+    waiting, held = run(main())
+    assert waiting.status_code == 504 and held.status_code == 504
+    assert backend.rows_seen == 1  # the request that timed out in the queue was never computed
