@@ -91,23 +91,27 @@ def own_home(tmp_path_factory) -> dict:
 
 @contextmanager
 def server_pool(tmp_path_factory, env_of, prepare=None):
-    """`get(backend)`: a server per backend, started when first asked for, each with its own home
-    (`own_home`: they run side by side), all stopped at the end. `env_of(backend)`: its environment;
-    `prepare(server)`: run once on each new server."""
-    started: dict[str, Server] = {}
+    """`get(backend)`: the server of a backend, started when asked for; one runs at a time (the one
+    asked for before is stopped: with 16 workers a server of a torch format holds ~20 GB), each with
+    its own home (`own_home`). `env_of(backend)`: its environment; `prepare(server)`: run on each new
+    server. Tests that ask for the backends in order (module-scoped `format_server`) start each once."""
+    running: dict[str, Server] = {}
 
     def get(backend: str) -> Server:
-        if backend not in started:
-            server = started[backend] = Server({**own_home(tmp_path_factory), **env_of(backend)})
+        if backend not in running:
+            for server in running.values():
+                server.stop()
+            running.clear()
+            server = running[backend] = Server({**own_home(tmp_path_factory), **env_of(backend)})
             server.backend = backend
             if prepare is not None:
                 prepare(server)
-        return started[backend]
+        return running[backend]
 
     try:
         yield get
     finally:
-        for server in started.values():
+        for server in running.values():
             server.stop()
 
 

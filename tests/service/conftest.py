@@ -12,6 +12,8 @@ def server(servers):
     return servers("onnx")  # what `auto` picks without a GPU
 
 
-@pytest.fixture(params=list(FORMATS))
+# ONNX last: the module's tests that take `server` then run on the server already started (one server
+# runs at a time: tests.conftest.server_pool), so each format starts once per module.
+@pytest.fixture(scope="module", params=sorted(FORMATS, key=lambda name: name == "onnx"))
 def format_server(request, servers):
     return servers(request.param)

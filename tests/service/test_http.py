@@ -23,7 +23,6 @@ from scipy.special import softmax
 from loadtests.accuracy import check
 from loadtests.payloads import png_bytes
 from loadtests.report import batch_histogram, mean_batch
-from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from tests.conftest import offline_outputs, server_pool
 
@@ -63,9 +62,8 @@ def post_raw(server, route, data, content_type="application/json", timeout=30):
     )
 
 
-@pytest.mark.parametrize("backend", list(FORMATS))
-def test_status_readyz_livez_metrics(servers, smoke_models, backend):
-    server = servers(backend)
+def test_status_readyz_livez_metrics(format_server, smoke_models):
+    server = format_server
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
     assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
     status = requests.get(f"{server.url}/status", timeout=5).json()
