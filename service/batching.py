@@ -324,7 +324,9 @@ class Batcher:
             self.cost.add(size, input_s + infer_s + output_s)
             self._deliver(parts, pieces, start, (input_s, infer_s, output_s), size, end)
             for observer in self.observers:  # after the requests: observers may flush per batch
-                observer.batch_done(size, len(parts), input_s, infer_s, output_s, len(self.queue))
+                self._observe(
+                    observer.batch_done, size, len(parts), input_s, infer_s, output_s, len(self.queue)
+                )
 
     def _deliver(
         self, parts: list[Part], pieces: list[np.ndarray], start: float, phases: tuple, size: int, end: float
@@ -364,7 +366,14 @@ class Batcher:
     def _tell(self, rows: int, timing: Timing, ok: bool, reason: str, end: float | None = None) -> None:
         end = time.perf_counter() if end is None else end
         for observer in self.observers:
-            observer.request_done(rows, timing, end, ok, reason)
+            self._observe(observer.request_done, rows, timing, end, ok, reason)
+
+    def _observe(self, call, *args) -> None:
+        """An observer's call; a failing one is logged, never the end of the batch loop."""
+        try:
+            call(*args)
+        except Exception:
+            logger.exception("%s: an observer failed (%s)", self.name, getattr(call, "__qualname__", call))
 
     async def close(self) -> None:
         """Answer what is queued, then stop the loop and the thread."""
