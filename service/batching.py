@@ -123,6 +123,7 @@ class Request:
     x: np.ndarray  # (rows, *item_shape) float32, C-contiguous
     future: asyncio.Future
     timing: Timing
+    expected_s: float = 0.0  # its expected wait when it was admitted
     sent: int = 0  # rows handed to batches so far
     received: int = 0  # rows answered so far
     out: np.ndarray | None = None  # the joined output of a request split over several batches
@@ -177,10 +178,10 @@ class Batcher:
         ahead = self.queued_rows + self.reserved * self.mean_rows
         return running + self.cost.seconds(ahead + rows, self.max_batch_size)
 
-    def admit(self, rows: float, now: float | None = None) -> None:
-        """Admission by deadline: `Overloaded` when a request of `rows` rows arriving now would be
-        answered past the deadline. Never when nothing is running, queued or reserved (one request
-        alone always runs, whatever its size)."""
+    def admit(self, rows: float, now: float | None = None) -> float:
+        """Admission by deadline: the seconds until a request of `rows` rows arriving now would be
+        answered, or `Overloaded` when that passes the deadline. Never refused when nothing is
+        running, queued or reserved (one request alone always runs, whatever its size)."""
         now = time.perf_counter() if now is None else now
         expected = self.expected_seconds(rows, now)
         if expected > self.deadline_s and (self.queued_rows or self.reserved or self.busy_until is not None):
@@ -192,6 +193,7 @@ class Batcher:
                 f"({self.deadline_setting}); retry later",
                 max(1.0, expected - self.deadline_s),
             )
+        return expected
 
     def reserve(self) -> None:
         """Admission of a request whose rows are not known yet (its body is still to be read and
@@ -213,14 +215,14 @@ class Batcher:
         rows = len(x)
         if reserved:
             self.reserved -= 1
-        self.admit(rows, now)
+        expected = self.admit(rows, now)
         self.mean_rows += 0.1 * (rows - self.mean_rows)
         loop = asyncio.get_running_loop()
         if timing is None:
             timing = Timing(now)
         else:
             timing.enqueue = now
-        request = Request(np.ascontiguousarray(x, dtype=np.float32), loop.create_future(), timing)
+        request = Request(np.ascontiguousarray(x, dtype=np.float32), loop.create_future(), timing, expected)
         self.queue.append(request)
         self.queued_rows += rows
         if self._task is None:

@@ -81,7 +81,6 @@ class FrontDoor:
 
     async def _ours(self, scope, receive, send) -> None:
         """A route of the service: counted, capped, timed out, limited, then handled."""
-        params = None
         route = scope["path"] if scope["path"] in self.api.handlers else None
         if route is None and (params := v2_infer_params(scope["path"])) is not None:
             scope["path_params"] = params
@@ -98,7 +97,6 @@ class FrontDoor:
                 status = message["status"]
             await send(message)
 
-        scope["route_label"] = label
         self.in_flight += 1
         self.metrics.started(label)
         try:

@@ -119,7 +119,7 @@ class LiveModel:
         `reserved`: admitted before its body was read (Batcher.reserve)."""
         batcher = self.batcher
         request = batcher.submit(x, timing, reserved)
-        if receive is None or batcher.expected_seconds(0, timing.enqueue) < WATCH_DISCONNECT_S:
+        if receive is None or request.expected_s < WATCH_DISCONNECT_S:
             return await batcher.result(request)
         result = asyncio.ensure_future(batcher.result(request))
         watcher = asyncio.ensure_future(_disconnected(receive))
@@ -303,6 +303,11 @@ def _json_http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
+def _json_protocol_error(request: Request, exc: oip.ProtocolError) -> JSONResponse:
+    """An Open Inference Protocol route's refusal (unknown model or version, not ready yet)."""
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
 class HttpApi:
     """Every route of the service. `attach()` gives it the worker's models (the service instance does,
     once they are loaded and warmed up); until then predictions answer 503."""
@@ -311,7 +316,6 @@ class HttpApi:
         self.settings = settings
         self.server_name = server_name
         self.models: dict[str, LiveModel] = {}
-        self.ready = False
         self.placement: dict = {}
         self._backend_label = ""  # Server-Timing's backend: "onnx/cpu"
         self.handlers = {e.route: JsonPredict(self, e) for e in ENDPOINTS.values()}
@@ -337,9 +341,8 @@ class HttpApi:
                 Route(base + "/stats", self.stats, methods=["GET"]),
                 Route(base + "/infer", self.v2_infer, methods=["POST"]),
             ]
-        self.app = Starlette(
-            routes=routes, exception_handlers={HTTPException: _json_http_error}, lifespan=self._lifespan
-        )
+        handlers = {HTTPException: _json_http_error, oip.ProtocolError: _json_protocol_error}
+        self.app = Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
 
     # --- the worker's models
 
@@ -347,7 +350,10 @@ class HttpApi:
         self.models = models
         self.placement = placement
         self._backend_label = f"{placement['backend']}/{placement['device']}"
-        self.ready = True
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models)
 
     def model(self, name: str) -> LiveModel:
         model = self.models.get(name)
@@ -429,29 +435,17 @@ class HttpApi:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, "error": NOT_READY}, status_code=503)
 
-    def _v2(self, request: Request) -> LiveModel | JSONResponse:
-        try:
-            return self.v2_model(request.path_params)
-        except oip.ProtocolError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
     async def model_metadata(self, request: Request) -> Response:
-        model = self._v2(request)
-        if isinstance(model, Response):
-            return model
+        model = self.v2_model(request.path_params)
         platform = FORMATS[model.served.backend.kind].triton[0]
         return JSONResponse(oip.model_metadata(model.endpoint.v2, model.version, platform))
 
     async def model_ready(self, request: Request) -> Response:
-        model = self._v2(request)
-        if isinstance(model, Response):
-            return model
+        model = self.v2_model(request.path_params)
         return JSONResponse({"name": model.endpoint.name, "ready": True})
 
     async def model_config(self, request: Request) -> Response:
-        model = self._v2(request)
-        if isinstance(model, Response):
-            return model
+        model = self.v2_model(request.path_params)
         endpoint = model.endpoint
         config = oip.model_config(
             endpoint.v2,
@@ -469,10 +463,7 @@ class HttpApi:
         /metrics has the Prometheus counters of all workers)."""
         names = list(ENDPOINTS)
         if "name" in request.path_params:
-            model = self._v2(request)
-            if isinstance(model, Response):
-                return model
-            names = [model.endpoint.name]
+            names = [self.v2_model(request.path_params).endpoint.name]
         if not self.ready:
             return JSONResponse({"error": NOT_READY}, status_code=503)
         entries = [self.models[name].stats.as_triton(name, self.models[name].version) for name in names]

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from service.codecs import NOT_NUMBERS
 from service.schemas import FiniteFloat
 
 DATATYPE = "FP32"  # every tensor these models take or give
@@ -122,7 +123,7 @@ def parse_infer(body: bytes, header_length: str | None, model: ModelInterface) -
             )
         head, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     doc = _json_object(head, "the inference request")
-    literals = any(literal in head for literal in (b"true", b"false", b"null"))
+    literals = any(literal in head for literal in NOT_NUMBERS)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("id must be a string")
