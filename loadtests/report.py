@@ -72,7 +72,8 @@ def mean_batch(before: dict, after: dict, key: str) -> float:
 
 
 COLUMNS = [
-    ("server", "{}"), ("device", "{}"), ("backend", "{}"), ("workers", "{}"), ("users", "{}"),
+    ("server", "{}"), ("device", "{}"), ("backend", "{}"), ("workers", "{}"), ("items_per_request", "{}"),
+    ("users", "{}"),
     ("rps", "{:,.0f}"), ("items_per_s", "{:,.0f}"), ("offline_pct", "{:.0f}"),
     ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("max_ms", "{:.0f}"),
     ("failures", "{}"), ("mean_batch", "{:.1f}"),
@@ -159,12 +160,18 @@ def series_key(row: dict) -> tuple[str, ...]:
     return row["server"], row["device"], row["backend"], f"w{row['workers']}"
 
 
+def case_of(row: dict) -> str:
+    """An endpoint at one request size: `classify_digits`, `classify_digits-x64` (file names, titles)."""
+    items = row.get("items_per_request", 1)
+    return row["endpoint"] + (f"-x{items}" if items != 1 else "")
+
+
 def plots(results: list[dict], out_dir: Path) -> list[Path]:
-    """Per endpoint: latency (p50, p99) vs throughput and throughput vs users, a line per
-    server/device/backend."""
+    """Per endpoint and request size: latency (p50, p99) vs throughput and throughput vs users, a line
+    per server/device/backend."""
     paths = []
-    for endpoint in sorted({r["endpoint"] for r in results}):
-        rows = [r for r in results if r["endpoint"] == endpoint]
+    for endpoint in sorted({case_of(r) for r in results}):
+        rows = [r for r in results if case_of(r) == endpoint]
         fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.5))
         for i, key in enumerate(sorted({series_key(r) for r in rows})):
             series = sorted((r for r in rows if series_key(r) == key), key=lambda r: r["users"])
@@ -194,9 +201,9 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     plots(results, out_dir)
     parts = [header]
-    for endpoint in sorted({r["endpoint"] for r in results}):
+    for endpoint in sorted({case_of(r) for r in results}):
         rows = sorted(
-            (r for r in results if r["endpoint"] == endpoint),
+            (r for r in results if case_of(r) == endpoint),
             key=lambda r: (*series_key(r), r["users"]),
         )
         parts += [f"## {endpoint}", "", markdown_table(rows), "", f"![{endpoint}]({endpoint}.png)", ""]
@@ -206,7 +213,9 @@ def write_report(results: list[dict], out_dir: Path, header: str) -> Path:
     if latency_split_plot(results, out_dir):
         parts += ["## Where the time went", "", "![latency split](latency_split.png)", ""]
     parts.append(
-        "Columns: rps = requests/s; items_per_s = rows or images/s; latencies from Locust (client side); "
+        "Sections: an endpoint at one request size (`-x64`: 64 items per request). "
+        "Columns: rps = requests/s; items_per_request = rows or images per request; "
+        "items_per_s = rows or images/s; latencies from Locust (client side); "
         "mean_batch = requests per batch of the model (the service's model_serving_batch_requests "
         "histogram, stock BentoML's adaptive_batch_size, delta over the run); "
         "offline_pct = items_per_s as % of the "

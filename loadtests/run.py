@@ -4,6 +4,8 @@
     python -m loadtests.run --devices cpu,cuda --offline reports/offline.json   # CPU vs GPU
     python -m loadtests.run --devices cuda --workers 1,2,4 --backends torchscript   # workers per GPU
     python -m loadtests.run --servers ours,stock --backends onnx   # vs stock BentoML, same model.onnx
+    python -m loadtests.run --combos cpu/onnx,cuda/torchscript/4,cuda/aoti/4 --endpoints classify_digits \
+        --mnist-images 1,64 --users 32    # exactly these device/backend[/workers], two sizes per start
 
 For each combination it starts `bentoml serve` on a free 127.0.0.1 port, waits for every worker to
 be ready, runs Locust headless once per endpoint and user count (bounded by --duration), then stops
@@ -60,6 +62,24 @@ def csv_list(kind=str):
     return lambda text: [kind(v) for v in text.split(",") if v]
 
 
+def combo_list(text: str) -> list[tuple[str, str, int]]:
+    """`cpu/onnx,cuda/torchscript/4` -> [(device, backend, workers)] (workers 0 = the service default)."""
+    combos = []
+    for item in (v for v in text.split(",") if v):
+        parts = item.split("/")
+        if len(parts) not in (2, 3) or parts[0] not in ("cpu", "cuda") or parts[1] not in FORMATS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: a combination is device/backend[/workers], device cpu or cuda, backend one of "
+                f"{', '.join(FORMATS)}"
+            )
+        try:
+            workers = int(parts[2]) if len(parts) == 3 else 0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: workers must be a number") from None
+        combos.append((parts[0], parts[1], workers))
+    return combos
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m loadtests.run",
@@ -78,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=csv_list(int), default=[0], help="WORKERS of the server (0 = the service default)"
     )
+    p.add_argument(
+        "--combos",
+        type=combo_list,
+        default=None,
+        help="exactly these device/backend[/workers] combinations (e.g. cpu/onnx,cuda/torchscript/4) "
+        "instead of every --devices x --backends x --workers",
+    )
     p.add_argument("--users", type=csv_list(int), default=[1, 8, 32], help="concurrent Locust users")
     p.add_argument(
         "--endpoints",
@@ -86,8 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"endpoints to load, of: {', '.join(ENDPOINTS)} (v2_*: the Open Inference Protocol)",
     )
     p.add_argument("--duration", type=int, default=20, help="seconds per Locust run")
-    p.add_argument("--housing-rows", type=int, default=1, help="rows per housing request")
-    p.add_argument("--mnist-images", type=int, default=1, help="images per /classify_digits request")
+    p.add_argument(
+        "--housing-rows", type=csv_list(int), default=[1], help="rows per housing request (several: 1,1000)"
+    )
+    p.add_argument(
+        "--mnist-images",
+        type=csv_list(int),
+        default=[1],
+        help="images per /classify_digits and V2 MNIST request (several: 1,64, each at one server start)",
+    )
     p.add_argument(
         "--processes", type=int, default=1, help="Locust worker processes (distributed mode if > 1)"
     )
@@ -111,13 +145,22 @@ def error_line(log: str) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
-def run_locust(url: str, endpoint: str, users: int, args, prefix: Path, sampler: ResourceSampler) -> None:
-    user_class = ENDPOINTS[endpoint][0]
+def request_sizes(endpoint: str, args) -> list[int]:
+    """The items per request to run an endpoint with: --housing-rows or --mnist-images (1 for uploads)."""
+    option = ENDPOINTS[endpoint][1]
+    return getattr(args, option) if option else [1]
+
+
+def run_locust(
+    url: str, endpoint: str, users: int, items: int, args, prefix: Path, sampler: ResourceSampler
+) -> None:
+    user_class, option = ENDPOINTS[endpoint][:2]
+    sizes = {"housing_rows": 1, "mnist_images": 1, **({option: items} if option else {})}
     cmd = [
         sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless",
         "--host", url, "-u", str(users), "-r", str(users), "-t", f"{args.duration}s", "--stop-timeout", "10",
         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING",
-        "--housing-rows", str(args.housing_rows), "--mnist-images", str(args.mnist_images),
+        "--housing-rows", str(sizes["housing_rows"]), "--mnist-images", str(sizes["mnist_images"]),
         "--checks-file", f"{prefix}-checks", user_class,
     ]  # fmt: skip
     if args.processes > 1:
@@ -176,16 +219,19 @@ def metrics_text(server: Server) -> str:
     return response.text if response.status_code == 200 else ""
 
 
-def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: Path, ceilings: dict) -> dict:
+def measure(
+    server: Server, combo: dict, endpoint: str, users: int, items: int, args, out: Path, ceilings: dict
+) -> dict:
     name, device, backend = combo["server"], combo["device"], combo["backend"]
-    prefix = out / f"{name}-{device}-{backend}-w{server.workers}-{endpoint}-u{users}"
+    size = f"-x{items}" if items != 1 else ""
+    prefix = out / f"{name}-{device}-{backend}-w{server.workers}-{endpoint}{size}-u{users}"
     for stale in glob.glob(f"{glob.escape(str(prefix))}[-_.]*"):  # a previous run into the same folder
         Path(stale).unlink()
     before = batch_histogram(metrics_text(server))
     sampler = ResourceSampler(server.proc.pid, period=0.5, gpu=device == "cuda")
     sampler.start()
     try:
-        run_locust(server.url, endpoint, users, args, prefix, sampler)
+        run_locust(server.url, endpoint, users, items, args, prefix, sampler)
     finally:
         sampler.stop(Path(f"{prefix}-resources.csv"))
     after = batch_histogram(metrics_text(server))
@@ -197,8 +243,7 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
     # Throughput over the load's window (Locust's own req/s divides by the time since its master
     # started, start-up included, in distributed mode).
     stats["rps"] = stats["requests"] / max(t1 - t0, 1e-3)
-    option, model, api = ENDPOINTS[endpoint][1:]
-    items = getattr(args, option) if option else 1
+    model, api = ENDPOINTS[endpoint][2:]
     ceiling = ceilings.get((device, backend, model))
     row = {
         **combo, "workers": server.workers, "endpoint": endpoint, "model": model, "users": users, **stats,
@@ -213,13 +258,18 @@ def measure(server: Server, combo: dict, endpoint: str, users: int, args, out: P
         "checked": checked, "load_seconds": t1 - t0, **sampler.summary(t0, t1),
     }  # fmt: skip
     logger.info(
-        "%s %s/%s w%d %s users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d; CPU server "
-        "%.0f %% generator %.0f %%; GPU %.0f %%; workers %.0f MiB (%+.1f %%)",
-        name, device, backend, server.workers, endpoint, users, row["rps"], row["p50_ms"], row["p99_ms"],
+        "%s %s/%s w%d %s x%d users=%d: %.0f req/s p50 %.1f ms p99 %.1f ms max %.0f ms failures %d; "
+        "CPU server %.0f %% generator %.0f %%; GPU %.0f %%; workers %.0f MiB (%+.1f %%)",
+        name, device, backend, server.workers, endpoint, items, users, row["rps"], row["p50_ms"],
+        row["p99_ms"],
         row["max_ms"], row["failures"], row["server_cpu_pct"], row["generator_cpu_pct"], row["gpu_util_pct"],
         row["rss_mb"], row["rss_growth_pct"],
     )  # fmt: skip
     return row
+
+
+def sizes(values: list[int]) -> str:
+    return " or ".join(map(str, values))
 
 
 def header(args, argv: list[str] | None) -> str:
@@ -231,8 +281,8 @@ def header(args, argv: list[str] | None) -> str:
         f"Machine: {available_cpus()} CPUs usable ({psutil.cpu_count()} in the host), "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, GPU: {', '.join(gpus) or 'none (' + why + ')'}; "
         f"the CPUs are shared by Locust and the server (CPU columns: 100 = one core, "
-        f"{100 * available_cpus()} = all). {args.duration} s per run; {args.housing_rows} row(s) per housing "
-        f"request, {args.mnist_images} image(s) per /classify_digits request; Locust processes: "
+        f"{100 * available_cpus()} = all). {args.duration} s per run; {sizes(args.housing_rows)} row(s) "
+        f"per housing request, {sizes(args.mnist_images)} image(s) per MNIST request; Locust processes: "
         f"{args.processes}.",
     ])  # fmt: skip
 
@@ -255,9 +305,8 @@ def main(argv: list[str] | None = None) -> Path:
     def save() -> None:
         write_report(results, out, "\n".join([intro, *[f"- {s}" for s in problems], ""]))
 
-    for device, name, backend, workers in itertools.product(
-        args.devices, args.servers, args.backends, args.workers
-    ):
+    combos = args.combos or list(itertools.product(args.devices, args.backends, args.workers))
+    for (device, backend, workers), name in itertools.product(combos, args.servers):
         label = f"{name}/{device}/{backend}" + (f"/workers={workers}" if workers else "")
         endpoints = args.endpoints
         if name != "ours":
@@ -277,18 +326,20 @@ def main(argv: list[str] | None = None) -> Path:
             continue
         with server:
             logger.info("serving %s (%d workers) at %s", label, server.workers, server.url)
-            for endpoint in endpoints:
-                for users in args.users:
-                    try:
-                        combo = {"server": name, "device": device, "backend": backend}
-                        results.append(measure(server, combo, endpoint, users, args, out, ceilings))
-                    except GeneratorError as exc:
-                        problems.append(f"{label} {endpoint} users={users}: load generator failed: {exc}")
-                        logger.error(problems[-1])
-                    except requests.RequestException as exc:  # the server went away mid-sweep
-                        problems.append(f"{label} {endpoint} users={users}: server unreachable: {exc}")
-                        logger.error(problems[-1])
-                    save()
+            combo = {"server": name, "device": device, "backend": backend}
+            for endpoint, items, users in (
+                (e, n, u) for e in endpoints for n in request_sizes(e, args) for u in args.users
+            ):
+                run = f"{label} {endpoint} x{items} users={users}"
+                try:
+                    results.append(measure(server, combo, endpoint, users, items, args, out, ceilings))
+                except GeneratorError as exc:
+                    problems.append(f"{run}: load generator failed: {exc}")
+                    logger.error(problems[-1])
+                except requests.RequestException as exc:  # the server went away mid-sweep
+                    problems.append(f"{run}: server unreachable: {exc}")
+                    logger.error(problems[-1])
+                save()
     save()
     print(f"report: {report}")
     return report
