@@ -71,8 +71,10 @@ main: models serve  ## the main job: set up, train what the store lacks, then se
 test: $(SETUP)  ## run the test suite (real data subsets, temporary BENTOML_HOME; GPU tests skip without a GPU)
 	$(PY) -m pytest
 
-test-gpu: $(SETUP)  ## only the GPU tests (tests/gpu, marker gpu); they skip, saying why, without a GPU
-	$(PY) -m pytest -m gpu tests/gpu
+# The GPU tests serve the models of the store (BENTOML_HOME, default ~/bentoml) trained on this GPU.
+GPU_MODELS_HOME = $(or $(BENTOML_HOME),$(HOME)/bentoml)
+test-gpu: $(SETUP)  ## only the GPU tests (tests/gpu, marker gpu) on the stored models; they skip, saying why, without a GPU
+	GPU_MODELS_HOME=$(GPU_MODELS_HOME) $(PY) -m pytest -m gpu tests/gpu
 
 # --- On a GPU machine: everything CPU-vs-GPU into one folder, GPU_REPORT. Each step is a target of its
 # own so that it can run in pieces (a device lent for 10 minutes a command); gpu-report runs them all.
@@ -91,7 +93,7 @@ gpu-train: gpu-check  ## train both models on the GPU (epoch times in metrics.js
 
 gpu-test: gpu-check  ## the GPU tests, and accuracy over HTTP on the GPU with the trained models
 	mkdir -p $(GPU_REPORT)
-	set -o pipefail; $(PY) -m pytest -m gpu tests/gpu 2>&1 | tee $(GPU_REPORT)/gpu-tests.txt
+	set -o pipefail; GPU_MODELS_HOME=$(GPU_MODELS_HOME) $(PY) -m pytest -m gpu tests/gpu 2>&1 | tee $(GPU_REPORT)/gpu-tests.txt
 	set -o pipefail; $(PY) -m loadtests.accuracy --serve --device cuda 2>&1 | tee $(GPU_REPORT)/accuracy-cuda.txt
 
 gpu-sweep: gpu-check  ## offline ceilings and the CPU-vs-GPU Locust sweep (1-item and 64-image requests)

@@ -14,7 +14,7 @@ import logging
 import platform
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +45,11 @@ def machine_devices() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ExportedFiles:
-    """What `export` wrote: {format: {device: path}} (a device-independent file listed for "cpu")."""
+    """What `export` wrote: {format: {device: path}} (a device-independent file listed for "cpu"),
+    and the device-bound exports that failed: {format: {device: error}}."""
 
     files: dict[str, dict[str, Path]]
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def paths(self) -> list[Path]:
         return sorted({p for by_device in self.files.values() for p in by_device.values()})
@@ -67,18 +69,33 @@ def export(
     formats: tuple[str, ...] | None = None,
 ) -> ExportedFiles:
     """Write every format of the registry (or `formats`) for `model` to `out_dir`: device-bound formats
-    once per device this machine has."""
+    once per device this machine has. A device-bound export that fails (an AOTInductor compile for the
+    GPU, say) is logged and recorded in `failures`, and the other files are still written; any other
+    failure raises."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     files: dict[str, dict[str, Path]] = {}
+    failures: dict[str, dict[str, str]] = {}
     for name in formats or tuple(FORMATS):
         fmt = FORMATS[name]
         for device in fmt.export_devices(machine_devices()):
             path = out_dir / fmt.filename(device)
-            fmt.export(model, spec, example, path, device)
+            try:
+                fmt.export(model, spec, example, path, device)
+            except Exception as exc:
+                if not fmt.device_bound:
+                    raise
+                model.cpu()
+                path.unlink(missing_ok=True)
+                error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+                failures.setdefault(name, {})[device] = error
+                logger.error("export of %s for %s failed, skipped: %s", name, device, error)
+                continue
             files.setdefault(name, {})[device] = path
             logger.info("exported %s (%s, %s)", path, name, device)
-    return ExportedFiles(files)
+    if not files:
+        raise RuntimeError(f"{spec.name}: no format exported: {failures}")
+    return ExportedFiles(files, failures)
 
 
 def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -181,6 +198,7 @@ def register(
         "io": spec.io_metadata(),
         "parity": parity,
         METADATA_KEY: files.metadata(),  # which formats, and for which devices
+        "export_failures": files.failures,  # device-bound exports that failed and were skipped
         "versions": library_versions(),
         # sha256 of the files that passed the gate: the service refuses a file that differs
         integrity.METADATA_KEY: integrity.describe(files.paths()),

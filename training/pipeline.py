@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.device import resolve_device
+from models.device import full_precision_cuda, resolve_device
 from models.specs import ModelSpec
 from training.cli import seed_everything
 from training.data import Split, Splits
@@ -39,6 +39,10 @@ def start(args: argparse.Namespace, load: Callable[[Path, bool], Splits]) -> Run
     args.out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        # Train in full FP32 as the exported graphs serve (no TF32 in cuDNN convolutions, PyTorch's
+        # default): the stored test metric is then the one the service reproduces on the GPU.
+        full_precision_cuda()
     splits = load(args.data_dir, not args.no_download)
     return Run(args, device, splits, splits.train.head(args.limit), splits.valid.head(args.limit))
 
@@ -107,6 +111,7 @@ def finish(
         "best_epoch": min(run.history, key=lambda h: h.valid_loss).epoch,
         "wall_seconds": round(run.wall_seconds, 1),
         "device": str(run.device),
+        "precision": "fp32" if run.device.type == "cpu" or not torch.backends.cudnn.allow_tf32 else "tf32",
         "parameters": sum(p.numel() for p in model.parameters()),
         # every flag of the run (paths as strings); --limit 0 means the full splits
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "limit"},

@@ -30,14 +30,17 @@ pytestmark = [
 ]
 
 
-def test_parity_gate_ran_torchscript_and_aoti_on_the_gpu(smoke_models):
+def test_parity_gate_ran_torchscript_and_aoti_on_the_gpu(gpu_models):
     """Training on a GPU machine registers parity errors of TorchScript and the CUDA AOTInductor package
     run on CUDA (and ONNX Runtime's CUDA provider when onnxruntime-gpu is installed), all within the
-    gate's tolerance."""
+    gate's tolerance, after training in full FP32."""
     import bentoml
 
     for name in ("housing_mlp", "mnist_cnn"):
-        parity = bentoml.models.get(smoke_models[name]["tag"]).info.metadata["parity"]
+        metadata = bentoml.models.get(gpu_models[name]["tag"]).info.metadata
+        assert metadata["export_failures"] == {}, metadata["export_failures"]
+        assert metadata["training"].get("precision") == "fp32", metadata["training"]
+        parity = metadata["parity"]
         errors = parity["max_abs_error"]
         for graph in ("torchscript_cuda", "aoti_cuda"):  # the AOTInductor package compiled for CUDA
             assert set(errors[graph]) == {"1", "7", "64", "100"}, errors
@@ -45,8 +48,8 @@ def test_parity_gate_ran_torchscript_and_aoti_on_the_gpu(smoke_models):
 
 
 @pytest.fixture(scope="module")
-def gpu_server(smoke_models):
-    with Server(models_env(smoke_models, MODEL_BACKEND="auto", MODEL_DEVICE="auto", WORKERS="2")) as server:
+def gpu_server(gpu_models):
+    with Server(models_env(gpu_models, MODEL_BACKEND="auto", MODEL_DEVICE="auto", WORKERS="2")) as server:
         yield server
 
 
@@ -59,13 +62,13 @@ def test_auto_serves_torchscript_on_the_gpu_and_names_it(gpu_server):
         assert (model["backend"], model["device"], model["gpu"]) == ("torchscript", "cuda", gpu)
 
 
-def test_gpu_answers_equal_the_stored_files_run_on_the_cpu(gpu_server, housing, mnist, smoke_models):
+def test_gpu_answers_equal_the_stored_files_run_on_the_cpu(gpu_server, housing, mnist, gpu_models):
     x = housing.test.x[:300]
-    expected = offline_outputs(smoke_models["housing_mlp"]["tag"], "torchscript", HOUSING, x)[:, 0]
+    expected = offline_outputs(gpu_models["housing_mlp"]["tag"], "torchscript", HOUSING, x)[:, 0]
     got = np.array(requests.post(f"{gpu_server.url}/predict_housing", json={"features": x.tolist()}).json())
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     images = mnist.test.x[:256]
-    logits = offline_outputs(smoke_models["mnist_cnn"]["tag"], "torchscript", MNIST, images)
+    logits = offline_outputs(gpu_models["mnist_cnn"]["tag"], "torchscript", MNIST, images)
     answers = []
     for i in range(0, 256, 64):
         r = requests.post(
@@ -82,9 +85,9 @@ def test_accuracy_over_http_on_the_gpu_equals_the_stored_metrics(gpu_server, dat
     assert m["served_test_accuracy"] == m["stored_test_accuracy"], m
 
 
-def test_aoti_cuda_package_serves_on_the_gpu(smoke_models):
+def test_aoti_cuda_package_serves_on_the_gpu(gpu_models):
     """Training on a GPU machine also compiles `model.cuda.pt2`; MODEL_BACKEND=aoti serves it."""
-    env = models_env(smoke_models, MODEL_BACKEND="aoti", MODEL_DEVICE="cuda", WORKERS="1")
+    env = models_env(gpu_models, MODEL_BACKEND="aoti", MODEL_DEVICE="cuda", WORKERS="1")
     with Server(env) as server:
         status = requests.get(f"{server.url}/status", timeout=10).json()
         assert {(m["backend"], m["device"]) for m in status["models"].values()} == {("aoti", "cuda")}
@@ -92,13 +95,13 @@ def test_aoti_cuda_package_serves_on_the_gpu(smoke_models):
     assert result["mnist_cnn"]["served_test_accuracy"] == result["mnist_cnn"]["stored_test_accuracy"]
 
 
-def test_onnx_runtime_on_the_gpu_when_installed(smoke_models):
+def test_onnx_runtime_on_the_gpu_when_installed(gpu_models):
     from models.device import onnx_cuda_provider
 
     has, why = onnx_cuda_provider()
     if not has:
         pytest.skip(why)
-    with Server(models_env(smoke_models, MODEL_BACKEND="onnx", MODEL_DEVICE="cuda", WORKERS="1")) as server:
+    with Server(models_env(gpu_models, MODEL_BACKEND="onnx", MODEL_DEVICE="cuda", WORKERS="1")) as server:
         status = requests.get(f"{server.url}/status", timeout=10).json()
         assert status["models"]["mnist_cnn"]["execution_providers"][0] == "CUDAExecutionProvider"
         result = check(server.url)

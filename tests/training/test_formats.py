@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loadtests import run
-from models.backends import OnnxBackend
+from models.backends import AotiBackend, OnnxBackend
 from models.formats import FORMATS, Format, export_onnx
 from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
 from models.specs import HOUSING
@@ -58,6 +58,40 @@ def test_a_format_added_to_the_registry_is_exported_checked_registered_and_serve
 
     # the load-test runner sweeps every registered format by default
     assert DUMMY.name in run.build_parser().parse_args([]).backends
+
+
+def fail_to_compile(model, spec, example, path, device):
+    path.write_bytes(b"half a file")
+    raise RuntimeError("no kernel could be compiled for this device\n(the compiler's long log)")
+
+
+@pytest.mark.parametrize("device_bound", [True, False])
+def test_a_device_bound_export_that_fails_is_recorded_and_the_others_register(
+    device_bound, housing, tmp_path, monkeypatch
+):
+    """An AOTInductor compile for the GPU that fails must not cost the run its other formats: it is
+    logged, recorded in the metadata and skipped. A device-independent format that fails still stops
+    the export (nothing is registered)."""
+    broken = Format(
+        "broken", "model.{device}.broken", "torch", fail_to_compile, AotiBackend, device_bound=True
+    )
+    if not device_bound:
+        broken = Format("broken", "model.broken", "torch", fail_to_compile, AotiBackend)
+    monkeypatch.setitem(FORMATS, broken.name, broken)
+    torch.manual_seed(0)
+    config = HousingConfig()
+    model = HousingMLP(config, FeaturePreprocess.fit(housing.train.x, config.log_features)).eval()
+    x = housing.test.x
+    if not device_bound:
+        with pytest.raises(RuntimeError, match="no kernel could be compiled"):
+            export(model, HOUSING, x[:8], tmp_path, formats=("onnx", "broken"))
+        return
+    files = export(model, HOUSING, x[:8], tmp_path, formats=("onnx", "broken"))
+    assert files.failures == {"broken": {"cpu": "RuntimeError: no kernel could be compiled for this device"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the half-written file is gone
+    metadata = bentoml.models.get(register(model, HOUSING, files, x[:100], {})).info.metadata
+    assert set(metadata["formats"]) == {"onnx"} and set(metadata["parity"]["max_abs_error"]) == {"onnx"}
+    assert metadata["export_failures"] == files.failures
 
 
 def test_unknown_backend_is_refused_by_the_settings():
