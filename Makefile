@@ -17,7 +17,7 @@ PORT ?= 3000
 URL := http://127.0.0.1:$(PORT)
 
 .PHONY: help setup setup-gpu train train-housing train-mnist models serve build loadtest main test test-gpu \
-	gpu-check gpu-train gpu-test gpu-sweep gpu-report container container-gpu test-container container-deps \
+	gpu-check gpu-train gpu-test gpu-sweep gpu-report gpu-prepare gpu-rehearse container container-gpu test-container container-deps \
 	clean-container lint clean
 
 help:  ## list the targets
@@ -106,6 +106,13 @@ gpu-sweep: gpu-check  ## offline ceilings and the CPU-vs-GPU Locust sweep (1-ite
 
 gpu-report: gpu-train gpu-test gpu-sweep  ## on a GPU machine: all of the above -> $(GPU_REPORT)/
 	@echo "GPU report: $(GPU_REPORT)/ (sweep/report.md, sweep-64/report.md, offline.json, accuracy-cuda.txt)"
+
+# --- A GPU lent for a 15-minute window (README "A GPU window"): prepared and rehearsed here.
+gpu-prepare: $(SETUP)  ## what a GPU window carries: Python 3.12 wheels the GPU machine lacks + datasets -> .gpu/
+	$(PY) scripts/gpu_prepare.py --data-dir $(DATA_DIR) --rehearsal-list build/gpu-rehearse/present.txt
+
+gpu-rehearse: gpu-prepare  ## scripts/gpu_window.sh on this CPU: Python 3.12, only the carried wheels, smoke settings
+	scripts/gpu_rehearse.sh
 
 # --- Containers: `bentoml containerize` with Docker where a daemon answers, else buildah + podman with
 # their storage in build/containers (deploy/container/*.sh).

@@ -11,7 +11,8 @@ For each combination it starts `bentoml serve` on a free 127.0.0.1 port, waits f
 be ready, runs Locust headless once per endpoint and user count (bounded by --duration), then stops
 the server. A combination that cannot start (no GPU, a backend the machine lacks) is recorded in the
 report with its error and the sweep goes on. results.json, report.md (a table per endpoint) and the
-plots are rewritten after every run, so an interrupted sweep keeps what it measured.
+plots are rewritten after every run, so an interrupted sweep keeps what it measured. The exit status
+is 1 when any combination or run failed (each listed at the top of report.md).
 """
 
 from __future__ import annotations
@@ -288,6 +289,13 @@ def header(args, argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """The sweep; returns the report's path (see `sweep` for what went wrong in it)."""
+    return sweep(argv)[0]
+
+
+def sweep(argv: list[str] | None = None) -> tuple[Path, list[str]]:
+    """The sweep: (report path, the problems recorded in it: combinations that could not start, runs
+    whose generator or server failed)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
@@ -341,9 +349,9 @@ def main(argv: list[str] | None = None) -> Path:
                     logger.error(problems[-1])
                 save()
     save()
-    print(f"report: {report}")
-    return report
+    print(f"report: {report}" + (f" ({len(problems)} problem(s) listed at its top)" if problems else ""))
+    return report, problems
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if sweep()[1] else 0)  # a run that failed shows in the exit status too
