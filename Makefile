@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK := true
 PORT ?= 3000
 URL := http://127.0.0.1:$(PORT)
 
-.PHONY: help setup setup-gpu train train-housing train-mnist models serve build loadtest main test test-gpu \
+.PHONY: help setup setup-gpu train train-housing train-mnist train-digits models serve build loadtest main test test-gpu \
 	gpu-check gpu-train gpu-test gpu-sweep gpu-report gpu-prepare gpu-rehearse container container-gpu test-container container-deps \
 	clean-container lint clean
 
@@ -44,13 +44,14 @@ train-housing: $(SETUP)  ## train, export and register housing_mlp
 train-mnist: $(SETUP)  ## train, export and register mnist_cnn
 	$(PY) -m training.mnist
 
-train: train-housing train-mnist  ## train, export and register both models
+train-digits: $(SETUP)  ## train, export and register digits_mlp (scikit-learn's 8x8 digits, ~30 s)
+	$(PY) -m training.digits
 
-models: $(SETUP)  ## train + register only the models missing from the store (RETRAIN=1: both, always)
-	@if [ -n "$(RETRAIN)" ] || ! $(PY) -m bentoml models get housing_mlp:latest >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory train-housing; else echo "housing_mlp is in the store (RETRAIN=1 retrains)"; fi
-	@if [ -n "$(RETRAIN)" ] || ! $(PY) -m bentoml models get mnist_cnn:latest >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory train-mnist; else echo "mnist_cnn is in the store (RETRAIN=1 retrains)"; fi
+train: $(SETUP)  ## train, export and register every model of the registry (models/registry.py)
+	$(PY) -m training all
+
+models: $(SETUP)  ## train + register the models of the registry the store lacks (RETRAIN=1: every one)
+	$(PY) -m training $(if $(RETRAIN),all,missing)
 	$(PY) -m bentoml models list
 
 serve: $(SETUP)  ## serve both models on 127.0.0.1:$(PORT) (MODEL_BACKEND, MODEL_DEVICE: see README)

@@ -16,7 +16,8 @@ from sklearn.metrics import accuracy_score, root_mean_squared_error
 from tqdm.auto import tqdm
 
 from loadtests.cli import url_parser
-from loadtests.payloads import housing_test, mnist_test
+from loadtests.payloads import test_split
+from models import registry
 
 RMSE_TOLERANCE = 1e-5  # served vs stored test RMSE (float32 sums in another order on another device)
 
@@ -32,28 +33,39 @@ def served(url: str, route: str, field: str, x: np.ndarray, per_request: int) ->
 
 
 def check(url: str, housing_rows: int = 1000, images: int = 250) -> dict:
-    """Served vs stored test metrics; raises nothing, returns both."""
+    """Served vs stored test metric of every model the server serves (`served_<metric>`,
+    `stored_<metric>`); raises nothing, returns both. `housing_rows`: items per request of the
+    regression models, `images`: of the classifiers."""
     status = requests.get(f"{url}/status", timeout=10).json()["models"]
-    h = housing_test()
-    pred = np.array(served(url, "predict_housing", "features", h.x, housing_rows))
-    m = mnist_test()
-    labels = [p["label"] for p in served(url, "classify_digits", "images", m.x[:, 0], images)]
-    return {
-        "housing_mlp": {
-            "served_test_rmse": float(root_mean_squared_error(h.y, pred)),
-            "stored_test_rmse": status["housing_mlp"]["test_metrics"]["test_rmse"],
-        },
-        "mnist_cnn": {
-            "served_test_accuracy": float(accuracy_score(m.y, labels)),
-            "stored_test_accuracy": status["mnist_cnn"]["test_metrics"]["test_accuracy"],
-        },
-    }
+    result = {}
+    for name in status:
+        entry, split = registry.get(name), test_split(name)
+        x = split.x.reshape(len(split.x), *entry.json.item_shape)
+        per_request = min(images if entry.task == "classification" else housing_rows, entry.json.max_items)
+        answers = served(url, entry.json.route.lstrip("/"), entry.json.field, x, per_request)
+        if entry.task == "classification":
+            value = float(accuracy_score(split.y, [p["label"] for p in answers]))
+        else:
+            value = float(root_mean_squared_error(split.y, np.array(answers)))
+        stored = status[name]["test_metrics"][entry.metric]
+        result[name] = {f"served_{entry.metric}": value, f"stored_{entry.metric}": stored}
+    return result
+
+
+def agrees(result: dict) -> bool:
+    """Accuracy identical, RMSE within RMSE_TOLERANCE, for every model."""
+    ok = True
+    for name, r in result.items():
+        metric = registry.get(name).metric
+        served_value, stored = r[f"served_{metric}"], r[f"stored_{metric}"]
+        ok &= abs(served_value - stored) < RMSE_TOLERANCE if metric == "test_rmse" else served_value == stored
+    return ok
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = url_parser("python -m loadtests.accuracy", __doc__)
-    parser.add_argument("--rows-per-request", type=int, default=1000, help="housing rows per request")
-    parser.add_argument("--images-per-request", type=int, default=250, help="MNIST images per request")
+    parser.add_argument("--rows-per-request", type=int, default=1000, help="rows per regression request")
+    parser.add_argument("--images-per-request", type=int, default=250, help="images per classifier request")
     parser.add_argument(
         "--serve", action="store_true", help="start a server on a free 127.0.0.1 port instead of using --url"
     )
@@ -69,14 +81,11 @@ def main(argv: list[str] | None = None) -> None:
             url = stack.enter_context(Server(env)).url
         placement = requests.get(f"{url}/status", timeout=10).json().get("placement", {})
         result = check(url, args.rows_per_request, args.images_per_request)
-    h, m = result["housing_mlp"], result["mnist_cnn"]
     print(f"served by    {placement.get('backend')} on {placement.get('device')} ({placement.get('reason')})")
-    print(f"housing_mlp  served RMSE {h['served_test_rmse']:.7f}  stored {h['stored_test_rmse']:.7f}")
-    print(f"mnist_cnn    served acc {m['served_test_accuracy']:.4f} stored {m['stored_test_accuracy']:.4f}")
-    ok = (
-        abs(h["served_test_rmse"] - h["stored_test_rmse"]) < RMSE_TOLERANCE
-        and m["served_test_accuracy"] == m["stored_test_accuracy"]
-    )
+    for name, r in result.items():
+        metric = registry.get(name).metric
+        print(f"{name:12} served {metric} {r[f'served_{metric}']:.7f}  stored {r[f'stored_{metric}']:.7f}")
+    ok = agrees(result)
     print("served metrics equal the stored ones" if ok else "MISMATCH between served and stored metrics")
     sys.exit(0 if ok else 1)
 

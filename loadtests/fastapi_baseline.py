@@ -53,20 +53,24 @@ class Prediction(BaseModel):
 
 @app.get("/readyz")
 def readyz() -> str:
-    session(HOUSING.name, settings.housing_model)
-    session(MNIST.name, settings.mnist_model)
+    session(HOUSING.name, settings.model(HOUSING.name).tag)
+    session(MNIST.name, settings.model(MNIST.name).tag)
     return "ok"
 
 
 @app.post("/predict_housing")
 async def predict_housing(body: HousingIn) -> list[float]:
     x = np.asarray(body.features, dtype=np.float32)
-    return session(HOUSING.name, settings.housing_model).run(None, {HOUSING.input_name: x})[0][:, 0].tolist()
+    return (
+        session(HOUSING.name, settings.model(HOUSING.name).tag)
+        .run(None, {HOUSING.input_name: x})[0][:, 0]
+        .tolist()
+    )
 
 
 @app.post("/classify_digits")
 async def classify_digits(body: DigitsIn) -> list[Prediction]:
     x = np.asarray(body.images, dtype=np.float32)[:, None]
-    logits = session(MNIST.name, settings.mnist_model).run(None, {MNIST.input_name: x})[0]
+    logits = session(MNIST.name, settings.model(MNIST.name).tag).run(None, {MNIST.input_name: x})[0]
     probabilities = softmax(logits.astype(np.float64), axis=1)
     return [Prediction(label=int(p.argmax()), probabilities=p.tolist()) for p in probabilities]

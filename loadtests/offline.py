@@ -18,13 +18,17 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
+from models import registry
 from models.device import DeviceUnavailableError, available_cpus
 from models.formats import FORMATS
-from models.specs import HOUSING, MNIST
 from service.placement import BackendUnavailableError, choose
 from service.settings import get_settings
 
-BATCHES = {HOUSING.name: (1, 8, 64, 1000), MNIST.name: (1, 8, 64, 256)}
+
+def batches(name: str) -> tuple[int, ...]:
+    """1, 8, 64 and the largest batch the service forms for the model (its max_batch_size), or 256."""
+    largest = get_settings().model(name).max_batch_size
+    return tuple(sorted({1, 8, 64, largest if largest > 64 else 256}))
 
 
 def throughput(backend, spec, batch: int, seconds: float) -> dict:
@@ -50,10 +54,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--devices", default="cpu", help="cpu,cuda")
     parser.add_argument("--threads", type=int, default=available_cpus(), help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
+    parser.add_argument("--models", default="", help="models of the registry (default: all)")
     parser.add_argument("--out", type=Path, default=Path("reports/offline.json"))
     args = parser.parse_args(argv)
     settings = get_settings()
-    tags = {HOUSING.name: settings.housing_model, MNIST.name: settings.mnist_model}
+    parser_models = args.models.split(",") if args.models else list(registry.models())
     results = []
     for device, kind in itertools.product(args.devices.split(","), args.backends.split(",")):
         try:
@@ -62,8 +67,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{device:4} {kind:12} skipped: {exc}")
             continue
         fmt = FORMATS[kind]
-        for spec in (HOUSING, MNIST):
-            model = bentoml.models.get(tags[spec.name])
+        for spec in (registry.get(name).spec for name in parser_models):
+            model = bentoml.models.get(settings.model(spec.name).tag)
             if not (Path(model.path) / fmt.filename(device)).is_file():
                 print(
                     f"{device:4} {kind:12} {spec.name:12} skipped: {model.tag} has no {fmt.filename(device)}"
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             cold = {"load_s": t1 - t0, "first_batch_s": time.perf_counter() - t1}
             print(f"{device:4} {kind:12} {spec.name:12} cold start: load {cold['load_s']:.3f} s, "
                   f"first batch {cold['first_batch_s']:.3f} s")  # fmt: skip
-            for batch in BATCHES[spec.name]:
+            for batch in batches(spec.name):
                 r = {
                     "backend": kind,
                     "device": device,

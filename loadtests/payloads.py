@@ -1,29 +1,34 @@
-"""Request payloads drawn from the real test splits (loaded once per process)."""
+"""Request payloads drawn from each model's real test split (loaded once per process)."""
 
 from __future__ import annotations
 
 import io
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
 
+from loadtests.catalog import endpoints
 from loadtests.protocol import v2_body
+from models import registry
 from models.specs import HOUSING, MNIST
-from training.data import Split, default_data_dir, load_housing, load_mnist_test
+from training.data import Split, default_data_dir
 
 
-@lru_cache(maxsize=1)
+@cache
+def test_split(model: str) -> Split:
+    """The model's fixed test split, as its graph takes it (MNIST read with NumPy: no torch in a load
+    generator)."""
+    return registry.get(model).load_test(default_data_dir(), download=False)
+
+
 def housing_test() -> Split:
-    """The fixed California Housing test split."""
-    return load_housing(default_data_dir(), download=False).test
+    return test_split(HOUSING.name)
 
 
-@lru_cache(maxsize=1)
 def mnist_test() -> Split:
-    """The official MNIST test set (read with NumPy: no torch in a load generator)."""
-    return load_mnist_test(default_data_dir(), download=False)
+    return test_split(MNIST.name)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -38,23 +43,20 @@ def _picks(rows: np.ndarray, per_request: int, count: int, seed: int) -> np.ndar
 
 
 def json_bodies(endpoint: str, per_request: int, count: int, seed: int) -> list[bytes]:
-    """`count` JSON request bodies for a batched endpoint, each with `per_request` rows / images drawn
-    from the test split."""
-    if endpoint == "predict_housing":
-        rows, field = housing_test().x, "features"
-    elif endpoint == "classify_digits":
-        rows, field = mnist_test().x[:, 0], "images"
-    else:
-        raise ValueError(f"no JSON body for {endpoint}")
+    """`count` JSON request bodies for a model's JSON endpoint (its name in loadtests/catalog.py, e.g.
+    predict_housing), each with `per_request` items (rows, images) drawn from the model's test split,
+    nested as the endpoint takes them."""
+    model = endpoints()[endpoint].model
+    entry = registry.get(model)
+    x = test_split(model).x
+    rows = x.reshape(len(x), *entry.json.item_shape)
+    field = entry.json.field
     return [json.dumps({field: rows[p].tolist()}).encode() for p in _picks(rows, per_request, count, seed)]
 
 
 def v2_bodies(model: str, per_request: int, count: int, seed: int, binary: bool) -> list[tuple[bytes, dict]]:
     """`count` Open Inference Protocol requests (body, headers) for `model`, each with `per_request`
     rows / images of the test split, tensors as binary data or JSON, asking for the model's output."""
-    spec, rows = {
-        HOUSING.name: (HOUSING, housing_test().x),
-        MNIST.name: (MNIST, mnist_test().x),  # (N, 1, 28, 28), as the model takes them
-    }[model]
+    spec, rows = registry.get(model).spec, test_split(model).x
     picks = _picks(rows, per_request, count, seed)
     return [v2_body(spec.input_name, rows[p], spec.output_name, binary) for p in picks]

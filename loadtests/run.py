@@ -31,28 +31,22 @@ from pathlib import Path
 import psutil
 import requests
 
+from loadtests.catalog import endpoints
 from loadtests.report import batch_histogram, locust_stats, mean_batch, write_report
 from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
+from models import registry
 from models.device import available_cpus, nvidia_gpus
 from models.formats import FORMATS
-from models.specs import HOUSING, MNIST
 from training.data import DatasetMissingError, default_data_dir, require_datasets
 
 logger = logging.getLogger("loadtests.run")
 
-ENDPOINTS = {  # endpoint -> (Locust user class, items per request option, model, stock BentoML's API)
-    "predict_housing": ("HousingUser", "housing_rows", HOUSING.name, "predict_housing"),
-    "classify_digits": ("DigitsJsonUser", "mnist_images", MNIST.name, "classify_digits"),
-    "classify_digit_image": ("DigitsPngUser", None, MNIST.name, None),
-    "v2_housing_json": ("V2HousingJsonUser", "housing_rows", HOUSING.name, "predict_housing"),
-    "v2_housing_binary": ("V2HousingBinaryUser", "housing_rows", HOUSING.name, "predict_housing"),
-    "v2_mnist_json": ("V2DigitsJsonUser", "mnist_images", MNIST.name, "classify_digits"),
-    "v2_mnist_binary": ("V2DigitsBinaryUser", "mnist_images", MNIST.name, "classify_digits"),
-}
+ENDPOINTS = endpoints()  # every model's endpoints (loadtests/catalog.py): report name -> LoadEndpoint
 DEFAULT_ENDPOINTS = ["predict_housing", "classify_digits", "classify_digit_image"]
-# the baselines (loadtests/stock_service.py, loadtests/fastapi_baseline.py): ONNX on CPU, JSON only
-BASELINE_ENDPOINTS = ("predict_housing", "classify_digits")
+# the baselines (loadtests/stock_service.py, loadtests/fastapi_baseline.py): ONNX on CPU, the JSON
+# endpoints of housing_mlp and mnist_cnn
+BASELINE_ENDPOINTS = tuple(e.name for e in ENDPOINTS.values() if e.kind == "json" and e.stock_api)
 
 
 class GeneratorError(RuntimeError):
@@ -124,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per /classify_digits and V2 MNIST request (several: 1,64, each at one server start)",
     )
     p.add_argument(
+        "--items",
+        type=csv_list(int),
+        default=[1],
+        help="items per request of the other models' endpoints (loadtests/catalog.py)",
+    )
+    p.add_argument(
         "--processes", type=int, default=1, help="Locust worker processes (distributed mode if > 1)"
     )
     p.add_argument(
@@ -147,21 +147,23 @@ def error_line(log: str) -> str:
 
 
 def request_sizes(endpoint: str, args) -> list[int]:
-    """The items per request to run an endpoint with: --housing-rows or --mnist-images (1 for uploads)."""
-    option = ENDPOINTS[endpoint][1]
+    """The items per request to run an endpoint with: --housing-rows, --mnist-images or --items (1 for
+    uploads)."""
+    option = ENDPOINTS[endpoint].items_option
     return getattr(args, option) if option else [1]
 
 
 def run_locust(
     url: str, endpoint: str, users: int, items: int, args, prefix: Path, sampler: ResourceSampler
 ) -> None:
-    user_class, option = ENDPOINTS[endpoint][:2]
-    sizes = {"housing_rows": 1, "mnist_images": 1, **({option: items} if option else {})}
+    user_class, option = ENDPOINTS[endpoint].user, ENDPOINTS[endpoint].items_option
+    sizes = {"housing_rows": 1, "mnist_images": 1, "items": 1, **({option: items} if option else {})}
     cmd = [
         sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless",
         "--host", url, "-u", str(users), "-r", str(users), "-t", f"{args.duration}s", "--stop-timeout", "10",
         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING",
         "--housing-rows", str(sizes["housing_rows"]), "--mnist-images", str(sizes["mnist_images"]),
+        "--items", str(sizes["items"]),
         "--checks-file", f"{prefix}-checks", user_class,
     ]  # fmt: skip
     if args.processes > 1:
@@ -205,10 +207,9 @@ def offline_ceilings(path: Path | None) -> dict[tuple[str, str, str], float]:
     from service.settings import ServiceSettings
 
     settings = ServiceSettings()
-    max_batch = {HOUSING.name: settings.housing_max_batch_size, MNIST.name: settings.mnist_max_batch_size}
     best: dict[tuple[str, str, str], float] = {}
     for row in json.loads(path.read_text()):
-        if row["batch"] <= max_batch[row["model"]]:
+        if row["model"] in registry.models() and row["batch"] <= settings.model(row["model"]).max_batch_size:
             key = (row["device"], row["backend"], row["model"])
             best[key] = max(best.get(key, 0.0), row["items_per_s"])
     return best
@@ -244,7 +245,7 @@ def measure(
     # Throughput over the load's window (Locust's own req/s divides by the time since its master
     # started, start-up included, in distributed mode).
     stats["rps"] = stats["requests"] / max(t1 - t0, 1e-3)
-    model, api = ENDPOINTS[endpoint][2:]
+    model, api = ENDPOINTS[endpoint].model, ENDPOINTS[endpoint].stock_api
     ceiling = ceilings.get((device, backend, model))
     row = {
         **combo, "workers": server.workers, "endpoint": endpoint, "model": model, "users": users, **stats,

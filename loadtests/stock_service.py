@@ -22,8 +22,8 @@ settings = get_settings()  # model tags and batching limits as in the real servi
 
 @bentoml.service(traffic={"timeout": 30}, http={"host": "127.0.0.1"})
 class StockService:
-    housing_ref = bentoml.models.BentoModel(settings.housing_model)
-    mnist_ref = bentoml.models.BentoModel(settings.mnist_model)
+    housing_ref = bentoml.models.BentoModel(settings.model(HOUSING.name).tag)
+    mnist_ref = bentoml.models.BentoModel(settings.model(MNIST.name).tag)
 
     def __init__(self) -> None:
         import onnxruntime as ort
@@ -33,8 +33,8 @@ class StockService:
 
     @bentoml.api(
         batchable=True,
-        max_batch_size=settings.housing_max_batch_size,
-        max_latency_ms=settings.housing_max_latency_ms,
+        max_batch_size=settings.model(HOUSING.name).max_batch_size,
+        max_latency_ms=settings.model(HOUSING.name).max_latency_ms,
     )
     def predict_housing(self, features: list[list[float]]) -> list[float]:
         x = np.asarray(features, dtype=np.float32)
@@ -42,8 +42,8 @@ class StockService:
 
     @bentoml.api(
         batchable=True,
-        max_batch_size=settings.mnist_max_batch_size,
-        max_latency_ms=settings.mnist_max_latency_ms,
+        max_batch_size=settings.model(MNIST.name).max_batch_size,
+        max_latency_ms=settings.model(MNIST.name).max_latency_ms,
     )
     def classify_digits(self, images: list[list[list[float]]]) -> list[dict]:
         x = np.asarray(images, dtype=np.float32)[:, None]

@@ -27,10 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtests.catalog import LEGACY
 from loadtests.payloads import json_bodies, v2_bodies
 from loadtests.protocol import v2_path
 from loadtests.sampling import ResourceSampler
 from loadtests.server import REPO, SERVERS, Server
+from models import registry
 from models.specs import HOUSING, MNIST
 
 CASES = {  # name -> (endpoint, items per request, V2 model and binary tensors, or None for plain JSON)
@@ -43,6 +45,16 @@ CASES = {  # name -> (endpoint, items per request, V2 model and binary tensors, 
     "v2_json_mnist_64": ("v2_mnist_json", 64, (MNIST.name, False)),
     "v2_binary_housing_1000": ("v2_housing_binary", 1000, (HOUSING.name, True)),
     "v2_json_housing_1000": ("v2_housing_json", 1000, (HOUSING.name, False)),
+    # every other model of the registry: one item per request, JSON and V2 binary (e.g. digits_mlp_1)
+    **{
+        case: spec
+        for name, entry in registry.models().items()
+        if name not in LEGACY
+        for case, spec in (
+            (f"{name}_1", (entry.json.route.lstrip("/"), 1, None)),
+            (f"v2_binary_{name}_1", (f"v2_{name}_binary", 1, (name, True))),
+        )
+    },
 }
 DEFAULT_CASES = ["housing_1", "mnist_1", "housing_1000", "mnist_64"]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -106,3 +106,12 @@ class HousingMLP(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(self.geo(self.preprocess(features)))
+
+
+def from_config(config: dict) -> HousingMLP:
+    """The network of a stored config (metadata["config"]), its preprocessing buffers placeholders
+    until a checkpoint is loaded into it (they are part of the state dict)."""
+    cfg = HousingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    n = len(HOUSING_FEATURES)
+    placeholder = FeaturePreprocess(torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.ones(n))
+    return HousingMLP(cfg, placeholder)

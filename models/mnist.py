@@ -68,3 +68,8 @@ class MnistCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.normalize(images)))
+
+
+def from_config(config: dict) -> MnistCNN:
+    """The network of a stored config (metadata["config"]), untrained."""
+    return MnistCNN(MnistConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))

@@ -41,6 +41,7 @@ HOUSING_FEATURES: tuple[str, ...] = (
 )
 MNIST_IMAGE_SIZE = 28
 MNIST_NUM_CLASSES = 10
+DIGITS_IMAGE_SIZE = 8  # scikit-learn's load_digits: 8x8 images, intensities 0..16
 
 HOUSING = ModelSpec(
     name="housing_mlp",
@@ -57,4 +58,12 @@ MNIST = ModelSpec(
     output_name="logits",
     output_shape=(MNIST_NUM_CLASSES,),
     train_command="python -m training.mnist",
+)
+DIGITS = ModelSpec(
+    name="digits_mlp",
+    input_name="images",
+    input_shape=(1, DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE),
+    output_name="logits",
+    output_shape=(MNIST_NUM_CLASSES,),
+    train_command="python -m training.digits",
 )

@@ -142,12 +142,13 @@ for PHASE in "${PHASES[@]}"; do
     mkdir -p "$RUN"
     case $PHASE in
     train)
-        # the models as users train them, on the GPU (full FP32), then every format exported and the
+        # the models (models/registry.py) as users train them, on the GPU (full FP32), then every format exported and the
         # parity gate run on the GPU; a CUDA AOTInductor compile that fails is recorded, not fatal
         step housing 150 "$PY" -m training.housing --device "$DEVICE" --no-download "${TRAIN_FLAGS[@]}" \
             --out-dir "$RUN/housing_mlp"
         step mnist 240 "$PY" -m training.mnist --device "$DEVICE" --no-download "${TRAIN_FLAGS[@]}" \
             --out-dir "$RUN/mnist_cnn"
+        step digits 90 "$PY" -m training.digits --device "$DEVICE" "${TRAIN_FLAGS[@]}" --out-dir "$RUN/digits_mlp"
         step store 60 tar -czf "$OUT/store.tar.gz" -C "$BENTOML_HOME" models
         pack train
         ;;

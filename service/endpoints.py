@@ -1,11 +1,12 @@
-"""What each model speaks: its JSON endpoint (route, codec, answer), its Open Inference Protocol view
-(input, outputs computed from the model's output rows) and its batching policy. The HTTP app
-(service/http.py), the OpenAPI document and the service (service/service.py) all read `ENDPOINTS`.
+"""What each model of the registry (models/registry.py) speaks: its JSON endpoint (route, codec,
+answer), its Open Inference Protocol view (input, outputs computed from the model's output rows) and
+its batching policy (its settings, service/settings.py). The HTTP app (service/http.py), the OpenAPI
+document and the service (service/service.py) all read `ENDPOINTS`.
 
-| model | JSON endpoint | request | answer | V2 outputs |
-|---|---|---|---|---|
-| housing_mlp | /predict_housing | `{"features": [[8 values], ...]}` | `[value, ...]` | value |
-| mnist_cnn | /classify_digits | `{"images": [28x28, ...]}` | `[{label, probabilities}]` | logits, probs |
+| task | JSON request | answer | V2 outputs |
+|---|---|---|---|
+| regression (housing_mlp) | `{"features": [[8 values], ...]}` | `[value, ...]` | value |
+| classification (mnist_cnn, ...) | `{"images": [HxW, ...]}` | `[{label, probabilities}]` | logits, probs |
 
 (and POST /classify_digit_image: an uploaded picture, into mnist_cnn's batches.)
 """
@@ -17,15 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.specs import HOUSING, MNIST, MNIST_IMAGE_SIZE, ModelSpec
+from models import registry
+from models.registry import ModelEntry
+from models.specs import MNIST, ModelSpec
 from service import oip
 from service.codecs import JsonRows, digit_predictions, softmax
-from service.schemas import HOUSING_RANGE, PIXEL_RANGE, DigitPrediction, DigitsInput, HousingInput
+from service.schemas import input_model, prediction_model
 from service.settings import get_settings
 
-settings = get_settings()
-PROBABILITIES = "probabilities"  # mnist_cnn's second V2 output: the softmax the JSON API answers with
-HOUSING_EXAMPLE = [8.3252, 41.0, 6.9841, 1.0238, 322.0, 2.5556, 37.88, -122.23]
+PROBABILITIES = "probabilities"  # a classifier's second V2 output: the softmax the JSON API answers with
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Endpoint:
         return self.spec.name
 
 
-def _housing_answer(rows: np.ndarray) -> np.ndarray:
+def _regression_answer(rows: np.ndarray) -> np.ndarray:
     return rows[:, 0].astype(np.float64)  # the values as JSON doubles, as float(value) prints them
 
 
@@ -54,67 +55,46 @@ def _probabilities(rows: np.ndarray) -> np.ndarray:
     return softmax(rows).astype(np.float32)
 
 
-_digit_prediction_schema = DigitPrediction.model_json_schema()
-
-ENDPOINTS: dict[str, Endpoint] = {
-    e.name: e
-    for e in (
-        Endpoint(
-            spec=HOUSING,
-            route="/predict_housing",
-            summary="Median house value (in $100,000) for each row of raw California Housing features",
-            codec=JsonRows(
-                HousingInput,
-                "features",
-                HOUSING.input_shape,
-                HOUSING.input_shape,
-                HOUSING_RANGE,
-                settings.max_housing_rows,
-            ),  # fmt: skip
-            answer=_housing_answer,
-            answer_schema={"type": "array", "items": {"type": "number"}, "title": "Values"},
-            v2=oip.ModelInterface(
-                HOUSING.name,
-                oip.Tensor(HOUSING.input_name, HOUSING.input_shape),
-                (oip.Tensor(HOUSING.output_name, HOUSING.output_shape),),
-                settings.max_housing_rows,
-                HOUSING_RANGE,
-            ),
-            max_batch_size=settings.housing_max_batch_size,
-            deadline_ms=settings.housing_max_latency_ms,
-            deadline_setting="HOUSING_MAX_LATENCY_MS",
+def endpoint_of(entry: ModelEntry) -> Endpoint:
+    """A model's endpoint, with its settings (service/settings.py `model(name)`)."""
+    spec, limits = entry.spec, get_settings().model(entry.name)
+    api = entry.json
+    outputs = [oip.Tensor(spec.output_name, spec.output_shape)]
+    if entry.task == "classification":
+        outputs.append(oip.Tensor(PROBABILITIES, spec.output_shape))
+        answer, prediction = digit_predictions, prediction_model(spec.output_shape[0]).model_json_schema()
+        answer_schema = {"type": "array", "items": prediction, "title": "Predictions"}
+    else:
+        answer = _regression_answer
+        answer_schema = {"type": "array", "items": {"type": "number"}, "title": "Values"}
+    return Endpoint(
+        spec=spec,
+        route=api.route,
+        summary=api.summary,
+        codec=JsonRows(
+            input_model(entry, limits.max_items),
+            api.field,
+            api.item_shape,
+            spec.input_shape,
+            api.value_range,
+            limits.max_items,
+        ),  # fmt: skip
+        answer=answer,
+        answer_schema=answer_schema,
+        v2=oip.ModelInterface(
+            spec.name,
+            oip.Tensor(spec.input_name, spec.input_shape),
+            tuple(outputs),
+            limits.max_items,
+            api.value_range,
+            compute={PROBABILITIES: _probabilities} if entry.task == "classification" else {},
         ),
-        Endpoint(
-            spec=MNIST,
-            route="/classify_digits",
-            summary="Label and class probabilities for each 28x28 image (intensities in [0, 1], white on "
-            "black)",
-            codec=JsonRows(
-                DigitsInput,
-                "images",
-                (MNIST_IMAGE_SIZE, MNIST_IMAGE_SIZE),
-                MNIST.input_shape,
-                PIXEL_RANGE,
-                settings.max_images,
-            ),  # fmt: skip
-            answer=digit_predictions,
-            answer_schema={"type": "array", "items": _digit_prediction_schema, "title": "Predictions"},
-            v2=oip.ModelInterface(
-                MNIST.name,
-                oip.Tensor(MNIST.input_name, MNIST.input_shape),
-                (
-                    oip.Tensor(MNIST.output_name, MNIST.output_shape),
-                    oip.Tensor(PROBABILITIES, MNIST.output_shape),
-                ),
-                settings.max_images,
-                PIXEL_RANGE,
-                compute={PROBABILITIES: _probabilities},
-            ),
-            max_batch_size=settings.mnist_max_batch_size,
-            deadline_ms=settings.mnist_max_latency_ms,
-            deadline_setting="MNIST_MAX_LATENCY_MS",
-        ),
+        max_batch_size=limits.max_batch_size,
+        deadline_ms=limits.max_latency_ms,
+        deadline_setting=f"MODELS__{entry.name.upper()}__MAX_LATENCY_MS",
     )
-}
+
+
+ENDPOINTS: dict[str, Endpoint] = {name: endpoint_of(entry) for name, entry in registry.models().items()}
 UPLOAD_ROUTE = "/classify_digit_image"  # a picture of a digit, classified by mnist_cnn
 UPLOAD_MODEL = MNIST.name

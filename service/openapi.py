@@ -7,10 +7,11 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata
 
+from models.specs import MNIST
 from service import oip_openapi
 from service.endpoints import ENDPOINTS, UPLOAD_ROUTE
 from service.images import INVERT_CHOICES
-from service.schemas import DigitPrediction
+from service.schemas import prediction_model
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 VALIDATION_ERROR = {
@@ -141,7 +142,7 @@ def document(server_name: str, auth: bool = False) -> dict:
     paths[UPLOAD_ROUTE] = _prediction(
         "Classify one uploaded picture of a digit (PNG, JPEG, ... any size, RGB or grayscale)",
         upload,
-        _openapi_30(DigitPrediction.model_json_schema()),
+        _openapi_30(prediction_model(MNIST.output_shape[0]).model_json_schema()),
         *codes,
     )
     service = "Service"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from html import escape
 
-from service.endpoints import ENDPOINTS, HOUSING_EXAMPLE, UPLOAD_ROUTE
+from models import registry
+from models.specs import HOUSING
+from service.endpoints import ENDPOINTS, UPLOAD_ROUTE
 
 STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 62rem; margin: 2rem auto; padding: 0 1rem; }
@@ -42,7 +44,7 @@ def index(api) -> str:
             f"<td><code>{spec.input_name}</code> {list((-1, *spec.input_shape))} &rarr; "
             f"<code>{spec.output_name}</code> {list((-1, *spec.output_shape))}</td></tr>"
         )
-    housing = escape('{"features": [' + str(HOUSING_EXAMPLE) + "]}")
+    housing = escape('{"features": [' + str(registry.get(HOUSING.name).json.example) + "]}")
     base = "http://127.0.0.1:3000"
     links = [
         ("/docs", "the API in the Swagger UI (try every endpoint)"),

@@ -1,4 +1,5 @@
-"""The BentoML service: housing_mlp and mnist_cnn behind batched HTTP APIs (service/http.py).
+"""The BentoML service: every model of the registry (models/registry.py) behind batched HTTP APIs
+(service/http.py).
 
     bentoml serve                                  # from the repo root (bentofile.yaml)
     MODEL_BACKEND=torchscript bentoml serve --port 3000
@@ -34,9 +35,11 @@ settings = get_settings()
 SERVICE_NAME = "model_serving"
 API = HttpApi(settings, SERVICE_NAME)  # the routes; the worker's models are attached when loaded
 
-HOUSING_REF = StoreModel(settings.housing_model, train_command=ENDPOINTS["housing_mlp"].spec.train_command)
-MNIST_REF = StoreModel(settings.mnist_model, train_command=ENDPOINTS["mnist_cnn"].spec.train_command)
-REFS = {"housing_mlp": HOUSING_REF, "mnist_cnn": MNIST_REF}
+# The store's version of each model (MODELS__<NAME>__TAG, default <name>:latest)
+REFS = {
+    name: StoreModel(settings.model(name).tag, train_command=endpoint.spec.train_command)
+    for name, endpoint in ENDPOINTS.items()
+}
 MODELS = [(REFS[name], endpoint.spec) for name, endpoint in ENDPOINTS.items()]
 
 
@@ -60,6 +63,14 @@ def live_model(name: str) -> LiveModel:
     return LiveModel.start(endpoint, served, cost)
 
 
+class Models:
+    """The service's class attributes, one per model (`<name>_ref`): what `bentoml build` packs."""
+
+
+for _name, _ref in REFS.items():
+    setattr(Models, f"{_name}_ref", _ref)
+
+
 @bentoml.service(
     name=SERVICE_NAME,
     service_class=ModelServingService,
@@ -72,10 +83,7 @@ def live_model(name: str) -> LiveModel:
     tracing={} if settings.tracing else {"excluded_urls": ["/"]},
 )
 @bentoml.asgi_app(API.app, path="/")
-class ModelService:
-    housing_ref = HOUSING_REF  # class attributes: `bentoml build` packs both models
-    mnist_ref = MNIST_REF
-
+class ModelService(Models):
     @bentoml.on_deployment
     def check_before_workers() -> None:
         preflight(MODELS, settings)

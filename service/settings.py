@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models import registry
 from models.device import available_cpus, available_memory
 from models.formats import FORMATS
+
+
+class ModelSettings(BaseModel):
+    """One model's settings, MODELS__<NAME>__<FIELD> (e.g. MODELS__MNIST_CNN__MAX_BATCH_SIZE=32); unset
+    fields take the model's defaults from models/registry.py."""
+
+    model_config = {"extra": "forbid"}
+
+    tag: str | None = None  # the store's version to serve (default <name>:latest)
+    # Batching (service/batching.py): a batch holds at most max_batch_size rows; max_latency_ms is a
+    # request's deadline in its batcher (queued + computed): a request that would be answered later,
+    # by the measured cost of the rows ahead of it and its own, is refused at once with 503 and
+    # Retry-After.
+    max_batch_size: int | None = Field(None, ge=2)
+    max_latency_ms: int | None = Field(None, ge=1)
+    max_items: int | None = Field(None, ge=1)  # rows / images per request (its JSON field and V2)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """A model's resolved settings: MODELS__<NAME>__* > the old flat names > the registry's defaults."""
+
+    tag: str
+    max_batch_size: int
+    max_latency_ms: int
+    max_items: int
+
+
+# The flat names of the first two models, kept as aliases of their MODELS__<NAME>__* settings.
+LEGACY_NAMES = {
+    "housing_mlp": {
+        "tag": "housing_model",
+        "max_batch_size": "housing_max_batch_size",
+        "max_latency_ms": "housing_max_latency_ms",
+        "max_items": "max_housing_rows",
+    },
+    "mnist_cnn": {
+        "tag": "mnist_model",
+        "max_batch_size": "mnist_max_batch_size",
+        "max_latency_ms": "mnist_max_latency_ms",
+        "max_items": "max_images",
+    },
+}
 
 
 class ServiceSettings(BaseSettings):
     """Every knob of the service. Environment variables have the same name in upper case."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", protected_namespaces=(), env_nested_delimiter="__"
+    )
 
     # Which exported graph runs the model, and where (service/placement.py): `auto` or a format of
     # models/formats.py (onnx, torchscript, aoti). `auto`: the measured best per device; `cuda` that
     # cannot be had is a start-up error, never a silent fallback. GET /status says what and why.
     model_backend: str = "auto"
     model_device: Literal["auto", "cpu", "cuda"] = "auto"
-    housing_model: str = "housing_mlp:latest"
-    mnist_model: str = "mnist_cnn:latest"
+    # Per model (models/registry.py), MODELS__<NAME>__TAG / MAX_BATCH_SIZE / MAX_LATENCY_MS / MAX_ITEMS:
+    # see ModelSettings; `model(name)` resolves them.
+    models: dict[str, ModelSettings] = {}
+    # Aliases of MODELS__HOUSING_MLP__* and MODELS__MNIST_CNN__* (their names before the registry).
+    housing_model: str | None = None
+    mnist_model: str | None = None
+    housing_max_batch_size: int | None = Field(None, ge=2)
+    housing_max_latency_ms: int | None = Field(None, ge=1)
+    mnist_max_batch_size: int | None = Field(None, ge=2)
+    mnist_max_latency_ms: int | None = Field(None, ge=1)
+    max_housing_rows: int | None = Field(None, ge=1)
+    max_images: int | None = Field(None, ge=1)
     # BentoML worker processes (0 = one per CPU this process may use: affinity mask and cgroup quota,
     # not the host's core count), and the intra-op threads of each model session (ONNX Runtime) /
     # torch.set_num_threads (TorchScript) in each worker; 0 = those CPUs / workers, so the workers
@@ -42,15 +99,6 @@ class ServiceSettings(BaseSettings):
     # the service's handlers; ACCESS_LOG and TRACING imply it. Off by default: it costs more CPU per
     # request than a batched model (BENCHMARKS.md).
     bentoml_middleware: bool = False
-    # Batching (service/batching.py): a batch holds at most max_batch_size rows; max_latency_ms is a
-    # request's deadline in its batcher (queued + computed): a request that would be answered later,
-    # by the measured cost of the rows ahead of it and its own, is refused at once with 503 and
-    # Retry-After. 1000 housing rows are ~4 ms of ONNX time, 64 images ~11-22 ms; 64 images is where
-    # the CNN's throughput per image stops growing on this CPU (BENCHMARKS.md, offline).
-    housing_max_batch_size: int = Field(1000, ge=2)
-    housing_max_latency_ms: int = Field(500, ge=1)
-    mnist_max_batch_size: int = Field(64, ge=2)
-    mnist_max_latency_ms: int = Field(3000, ge=1)
     # Admission by cost, per worker (README "Bad input, overload and faults"): a request is refused
     # with 503 when it would miss its deadline (above), or when the bodies and headers of the requests
     # the worker holds would pass max_inflight_bytes (service/limits.py; 0 = a quarter of the memory
@@ -67,8 +115,6 @@ class ServiceSettings(BaseSettings):
     api_token_file: Path | None = None
     auth_open_paths: list[str] = ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
     # Request limits.
-    max_housing_rows: int = Field(1000, ge=1)
-    max_images: int = Field(256, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)
     # Slow clients (a byte a second): the head must arrive within header_timeout_s of the connection
@@ -77,6 +123,34 @@ class ServiceSettings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0)
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=784)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
+        unknown = set(value) - set(registry.models())
+        if unknown:
+            known = ", ".join(registry.models())
+            raise ValueError(f"MODELS__<NAME>: unknown model(s) {sorted(unknown)}; known: {known}")
+        return value
+
+    def model(self, name: str) -> ModelLimits:
+        """The settings of one model of the registry."""
+        entry = registry.get(name)
+        nested = self.models.get(name, ModelSettings())
+        legacy = LEGACY_NAMES.get(name, {})
+
+        def pick(key: str, default):
+            value = getattr(nested, key)
+            if value is None and key in legacy:
+                value = getattr(self, legacy[key])
+            return default if value is None else value
+
+        return ModelLimits(
+            tag=pick("tag", f"{name}:latest"),
+            max_batch_size=pick("max_batch_size", entry.max_batch_size),
+            max_latency_ms=pick("max_latency_ms", entry.max_latency_ms),
+            max_items=pick("max_items", entry.json.max_items),
+        )
 
     @field_validator("model_backend")
     @classmethod

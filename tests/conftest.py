@@ -72,12 +72,8 @@ def train(module: str, data_dir: Path, out_dir: Path, *flags: str) -> dict:
 
 def models_env(smoke_models: dict, **override: str) -> dict:
     """Server environment that serves the session's smoke-trained models (on the CPU unless overridden)."""
-    return {
-        "MODEL_DEVICE": "cpu",
-        "HOUSING_MODEL": smoke_models["housing_mlp"]["tag"],
-        "MNIST_MODEL": smoke_models["mnist_cnn"]["tag"],
-        **override,
-    }
+    tags = {f"MODELS__{name.upper()}__TAG": m["tag"] for name, m in smoke_models.items()}
+    return {"MODEL_DEVICE": "cpu", **tags, **override}
 
 
 def own_home(tmp_path_factory) -> dict:
@@ -117,14 +113,13 @@ def server_pool(tmp_path_factory, env_of, prepare=None):
 
 @pytest.fixture(scope="session")
 def smoke_models(data_dir, tmp_path_factory) -> dict:
-    """Both models smoke-trained once per session and registered; {model name: metrics.json}."""
+    """Every model of the registry smoke-trained (its smoke_args) once per session and registered;
+    {model name: metrics.json}."""
+    from models import registry
+
     return {
-        "housing_mlp": train(
-            "training.housing", data_dir, tmp_path_factory.mktemp("h"), "--epochs", "2", "--limit", "2000"
-        ),
-        "mnist_cnn": train(
-            "training.mnist", data_dir, tmp_path_factory.mktemp("m"), "--epochs", "1", "--limit", "2000"
-        ),
+        name: train(entry.training, data_dir, tmp_path_factory.mktemp(name), *entry.smoke_args)
+        for name, entry in registry.models().items()
     }
 
 

@@ -14,11 +14,12 @@ import torch
 
 from models.device import DEVICE_CHOICES, DeviceUnavailableError
 from models.formats import FORMATS
+from models.integrity import IntegrityError
 from training.data import DatasetMissingError, default_data_dir
-from training.export import ParityError
+from training.export import ParityError, StoredModelError
 
 # Errors that end a run with one clear line instead of a traceback.
-USER_ERRORS = (DatasetMissingError, ParityError, DeviceUnavailableError)
+USER_ERRORS = (DatasetMissingError, ParityError, DeviceUnavailableError, StoredModelError, IntegrityError)
 
 
 def format_list(text: str) -> tuple[str, ...]:

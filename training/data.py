@@ -1,7 +1,9 @@
-"""Dataset loading and the fixed evaluation splits of DESIGN.md.
+"""Dataset loading and the fixed evaluation splits of DESIGN.md (each model's `loader` in
+models/registry.py).
 
-Both loaders read `DATA_DIR` (scikit-learn's cache for California Housing, torchvision's
-`MNIST/raw` layout for MNIST); online they download as usual, offline they need a prepared folder.
+The housing and MNIST loaders read `DATA_DIR` (scikit-learn's cache for California Housing,
+torchvision's `MNIST/raw` layout for MNIST); online they download as usual, offline they need a
+prepared folder. scikit-learn's 8x8 digits ship inside its wheel.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ def _missing(name: str, data_dir: Path, expected: str, reason: str) -> DatasetMi
     )
 
 
-def require_datasets(data_dir: Path) -> None:
-    """DatasetMissingError unless both datasets are in `data_dir` as the offline loaders read them
-    (a cheap check for tools that only read the test splits, before they start anything)."""
-    if not (data_dir / "cal_housing_py3.pkz").is_file():
-        raise _missing("California Housing", data_dir, "cal_housing_py3.pkz", "it is needed here")
-    if not (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
-        raise _missing("MNIST", data_dir, "MNIST/raw/*-ubyte", "it is needed here")
+def require_datasets(data_dir: Path, names: list[str] | None = None) -> None:
+    """DatasetMissingError unless the datasets of every model of the registry (or of `names`) are in
+    `data_dir` as the offline loaders read them (a cheap check for tools that only read the test
+    splits, before they start anything)."""
+    from models import registry
+
+    for entry in (registry.get(n) for n in names or registry.models()):
+        for rel in entry.data_files:
+            if not (data_dir / rel).is_file():
+                raise _missing(entry.dataset, data_dir, rel, "it is needed here")
 
 
 @dataclass
@@ -153,4 +158,27 @@ def load_mnist(data_dir: Path, download: bool = True) -> Splits:
         definition,
     )
     logger.info("MNIST from %s: %s", data_dir, splits.sizes())
+    return splits
+
+
+def load_digits(data_dir: Path | None = None, download: bool = True) -> Splits:
+    """scikit-learn's 8x8 digits (1,797 images, in its wheel: no DATA_DIR, no download) with the split
+    of California Housing: 25 % test, then 25 % of the rest for validation (random_state=SPLIT_SEED).
+    Images are float32 (N, 1, 8, 8) with intensities 0..16: the exported model's raw input."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = sk_load_digits(return_X_y=True)
+    x = x.astype(np.float32).reshape(-1, 1, 8, 8)
+    y = y.astype(np.int64)
+    x_train_full, x_test, y_train_full, y_test = train_test_split(x, y, random_state=SPLIT_SEED)
+    x_train, x_valid, y_train, y_valid = train_test_split(x_train_full, y_train_full, random_state=SPLIT_SEED)
+    definition = {
+        "dataset": "sklearn.datasets.load_digits",
+        "rows": int(len(y)),
+        "test": f"train_test_split(X, y, random_state={SPLIT_SEED}) (25 %)",
+        "valid": f"train_test_split(X_train_full, y_train_full, random_state={SPLIT_SEED}) (25 %)",
+    }
+    splits = Splits(Split(x_train, y_train), Split(x_valid, y_valid), Split(x_test, y_test), definition)
+    logger.info("scikit-learn digits: %s", splits.sizes())
     return splits

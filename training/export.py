@@ -3,8 +3,17 @@ in the BentoML model store.
 
 `export()` writes each format's file(s) (`model.onnx`, `model.torchscript`, `model.cpu.pt2`, and
 `model.cuda.pt2` on a GPU machine): weights inside, dynamic batch axis, named input/output from
-models.specs. `register()` runs the parity gate on those files, through the serving backends, and only
-then creates a new version of the BentoML model; a mismatch raises `ParityError` and registers nothing.
+models.specs; and the checkpoint: the trained weights (`weights.safetensors`, no pickle) and the
+network's config (`config.json`). `register()` runs the parity gate on those files, through the
+serving backends, and only then creates a new version of the BentoML model; a mismatch raises
+`ParityError` and registers nothing.
+
+Re-export a stored version without retraining (on this machine's devices: a CUDA AOTInductor package
+on a GPU machine), parity gate included; a new version whose metadata names its parent and keeps its
+metrics:
+
+    python -m training.export mnist_cnn:latest                    # every format
+    python -m training.export housing_mlp:abc123 --formats aoti   # only these
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import logging
 import platform
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +35,7 @@ from models.device import available_cpus, nvidia_gpus, onnx_cuda_provider
 from models.formats import FORMATS
 from models.specs import ModelSpec
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("training.export")  # also when run as __main__
 
 # 1, 7 and 64 (the acceptance sizes) and 100: none of them the export example's 8 rows, 100 beyond it.
 PARITY_BATCH_SIZES = (1, 7, 64, 100)
@@ -43,16 +52,26 @@ def machine_devices() -> tuple[str, ...]:
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
+WEIGHTS_FILE = "weights.safetensors"  # the trained state dict (parameters and buffers)
+CONFIG_FILE = "config.json"  # the network's config: models.registry's entry.build(config) rebuilds it
+
+
+class StoredModelError(RuntimeError):
+    """A stored version that cannot be re-exported (missing, or registered without a checkpoint)."""
+
+
 @dataclass(frozen=True)
 class ExportedFiles:
     """What `export` wrote: {format: {device: path}} (a device-independent file listed for "cpu"),
-    and the device-bound exports that failed: {format: {device: error}}."""
+    the checkpoint files, and the device-bound exports that failed: {format: {device: error}}."""
 
     files: dict[str, dict[str, Path]]
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    checkpoint: tuple[Path, ...] = ()
 
     def paths(self) -> list[Path]:
-        return sorted({p for by_device in self.files.values() for p in by_device.values()})
+        graphs = {p for by_device in self.files.values() for p in by_device.values()}
+        return sorted(graphs | set(self.checkpoint))
 
     def metadata(self) -> dict:
         return {
@@ -95,7 +114,28 @@ def export(
             logger.info("exported %s (%s, %s)", path, name, device)
     if not files:
         raise RuntimeError(f"{spec.name}: no format exported: {failures}")
-    return ExportedFiles(files, failures)
+    return ExportedFiles(files, failures, write_checkpoint(model, out_dir))
+
+
+def write_checkpoint(model: nn.Module, out_dir: Path) -> tuple[Path, ...]:
+    """The trained weights as safetensors and the network's config (its `config` dataclass) as JSON."""
+    from safetensors.torch import save_file
+
+    weights, config = out_dir / WEIGHTS_FILE, out_dir / CONFIG_FILE
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"format": "pt"})
+    settings = getattr(model, "config", None)
+    config.write_text(json.dumps(asdict(settings) if is_dataclass(settings) else {}, indent=2))
+    return weights, config
+
+
+def load_checkpoint(entry, folder: Path) -> nn.Module:
+    """The network of a stored version, rebuilt from its config with its trained weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    model = entry.build(json.loads((folder / CONFIG_FILE).read_text()))
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    return model.eval()
 
 
 def runners(spec: ModelSpec, files: ExportedFiles) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -266,3 +306,79 @@ def export_and_register(
         check_parity(model, spec, files, parity_inputs)
         return None
     return register(model, spec, files, parity_inputs, metadata, labels)
+
+
+# Metadata a re-export writes anew (register()); the rest (metrics, split, config, training) is kept.
+GENERATED_KEYS = (
+    "io",
+    "parity",
+    METADATA_KEY,
+    "export_failures",
+    "versions",
+    integrity.METADATA_KEY,
+    "onnx_opset",
+)
+
+
+def reexport(tag: str, data_dir: Path, out_dir: Path, formats: tuple[str, ...] | None, download: bool) -> str:
+    """A new version of a stored model: its checkpoint rebuilt, every (or each named) format exported
+    on this machine's devices, the parity gate on its test split, its metrics and labels kept, its
+    parent named in the metadata. Returns the new tag."""
+    import bentoml
+
+    from models import registry
+
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise StoredModelError(f"{tag} is not in the model store (bentoml models list)") from None
+    entry = registry.get(stored.tag.name)
+    folder = Path(stored.path)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise StoredModelError(
+            f"{stored.tag} was registered without its checkpoint ({WEIGHTS_FILE}); retrain it with "
+            f"`{entry.spec.train_command}`"
+        )
+    integrity.verify(folder / WEIGHTS_FILE, stored.info.metadata)  # IntegrityError if it changed
+    model = load_checkpoint(entry, folder)
+    parity_inputs = entry.load_splits(data_dir, download).test.x[: max(PARITY_BATCH_SIZES)]
+    parent = dict(stored.info.metadata)
+    metadata = {k: v for k, v in parent.items() if k not in GENERATED_KEYS}
+    metadata["parent"] = {"tag": str(stored.tag), "formats": sorted(parent.get(METADATA_KEY, {}))}
+    logger.info("re-exporting %s (%s) on %s", stored.tag, ", ".join(formats or FORMATS), machine_devices())
+    return export_and_register(
+        model, entry.spec, parity_inputs, out_dir, metadata, labels=dict(stored.info.labels), formats=formats
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    import argparse
+    import tempfile
+
+    from training.cli import format_list
+    from training.data import default_data_dir
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description="Re-export a stored model version from its checkpoint (no retraining): every format of "
+        "models/formats.py, or --formats, on this machine's devices; parity gate; a new version.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("tag", help="MODEL:VERSION in the BentoML model store (MODEL:latest for the newest)")
+    parser.add_argument("--formats", type=format_list, default=None, help="only these formats (default: all)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), help="dataset of the parity gate's test split"
+    )
+    parser.add_argument("--no-download", action="store_true", help="never try to download the dataset")
+    parser.add_argument("--out-dir", type=Path, default=None, help="keep the exported files here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="reexport-") as tmp:
+        tag = reexport(args.tag, args.data_dir, args.out_dir or Path(tmp), args.formats, not args.no_download)
+    print(f"registered {tag} (re-exported from {args.tag})")
+    return tag
+
+
+if __name__ == "__main__":
+    from training.cli import run
+
+    run(main)

@@ -12,14 +12,15 @@ import logging
 import torch
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+from models import registry
 from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
 from models.specs import HOUSING
 from training import pipeline, plots
 from training.cli import base_parser, run
-from training.data import load_housing
 from training.loop import predict
 
 logger = logging.getLogger(__name__)
+ENTRY = registry.get(HOUSING.name)
 
 
 def build_parser():
@@ -42,7 +43,7 @@ def rmse(out: torch.Tensor, target: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    job = pipeline.start(args, load_housing)
+    job = pipeline.start(args, ENTRY.load_splits)
     config = HousingConfig()
     model = HousingMLP(config, FeaturePreprocess.fit(job.train.x, config.log_features))
     pipeline.train(
@@ -77,9 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out_dir / "predicted_vs_true.png",
         f"Housing test split: RMSE {metrics['test_rmse']:.3f}, R² {metrics['test_r2']:.3f}",
     )
-    return pipeline.finish(
-        job, model, HOUSING, metrics, labels={"task": "regression", "dataset": "california_housing"}
-    )
+    return pipeline.finish(job, model, HOUSING, metrics, labels=ENTRY.labels)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,16 @@ DATA_DIR=../shared/datasets python -m training.mnist --epochs 1 --limit 2000   #
 
 from __future__ import annotations
 
-import logging
-
 import torch
-from sklearn.metrics import accuracy_score, classification_report
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
+from models import registry
 from models.mnist import MnistCNN, MnistConfig
 from models.specs import MNIST
-from training import pipeline, plots
+from training import classification, pipeline
 from training.augment import random_affine
 from training.cli import base_parser, run
-from training.data import load_mnist
-from training.loop import predict
 
-logger = logging.getLogger(__name__)
+ENTRY = registry.get(MNIST.name)
 
 
 def build_parser():
@@ -39,50 +34,18 @@ def build_parser():
     return parser
 
 
-def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
-    return float((logits.argmax(1) == target).float().mean())
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    job = pipeline.start(args, load_mnist)
+    job = pipeline.start(args, ENTRY.load_splits)
     model = MnistCNN(MnistConfig())
     pipeline.train(
         job,
         model,
         loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-        metric=("accuracy", accuracy),
+        metric=("accuracy", classification.accuracy),
         augment=None if args.no_augment else random_affine,
     )
-
-    y_true = job.splits.test.y
-    y_pred = predict(model, job.splits.test.x, job.device).argmax(1)
-    metrics = {"test_accuracy": float(accuracy_score(y_true, y_pred)), "test_images": int(len(y_true))}
-    logger.info(
-        "test split (%d images): accuracy %.4f (%d errors); training took %.0f s",
-        len(y_true),
-        metrics["test_accuracy"],
-        int((y_pred != y_true).sum()),
-        job.wall_seconds,
-    )
-    report = classification_report(y_true, y_pred, digits=4)
-    logger.info("per-class report on the test split:\n%s", report)
-    (args.out_dir / "classification_report.txt").write_text(report)
-    plots.loss_curves(job.history, args.out_dir / "loss_curves.png", "MNIST CNN", "accuracy")
-    plots.confusion_matrix(
-        y_true,
-        y_pred,
-        args.out_dir / "confusion_matrix.png",
-        f"MNIST test confusion matrix (accuracy {metrics['test_accuracy']:.2%})",
-    )
-    return pipeline.finish(
-        job,
-        model,
-        MNIST,
-        metrics,
-        labels={"task": "classification", "dataset": "mnist"},
-        extra_metadata={"confusion_matrix": sk_confusion_matrix(y_true, y_pred).tolist()},
-    )
+    return classification.finish(job, model, ENTRY, "MNIST CNN")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from models.specs import HOUSING, MNIST
+from models import registry
 
 ENV = "GPU_MODELS_HOME"
 
@@ -31,7 +31,7 @@ def gpu_models() -> dict:
 
     source = Path(os.environ.get(ENV) or Path.home() / "bentoml").expanduser()
     models = {}
-    for name in (HOUSING.name, MNIST.name):
+    for name in registry.models():
         if not (source / "models" / name / "latest").is_file():
             pytest.skip(f"{ENV}={source} holds no {name}: train on this GPU first (make gpu-train)")
         tag = _copy_latest(source, name, Path(os.environ["BENTOML_HOME"]))

@@ -70,8 +70,8 @@ def test_report_has_a_table_and_plot_per_endpoint(tmp_path):
         for b in ("onnx", "torchscript") for e in ("predict_housing", "classify_digit_image") for u in (1, 8)
     ]  # fmt: skip
     report = write_report(rows, tmp_path, "# Load test report\n").read_text()
-    assert report.count("| server | device | backend | workers | users |") == 2
-    row = "| ours | cpu | torchscript | 2 | 8 | 800 | 800 | 80 | 16.0 | 24.0 | 32.0 | 72 | 0 | - "
+    assert report.count("| server | device | backend | workers | items_per_request | users |") == 2
+    row = "| ours | cpu | torchscript | 2 | - | 8 | 800 | 800 | 80 | 16.0 | 24.0 | 32.0 | 72 | 0 | - "
     row += "| - | - | - | 80 | 55 | - | - | 10 | 512 | +1.2 |"  # queue, compute, other: - (no timing)
     assert row in report
     for endpoint in ("predict_housing", "classify_digit_image"):

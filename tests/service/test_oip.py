@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from loadtests.payloads import png_bytes
 from loadtests.protocol import server_timing
 from loadtests.server import Server
+from models import registry
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from tests.conftest import models_env, offline_outputs, server_pool
@@ -69,7 +70,7 @@ def test_server_and_model_metadata_readiness_config_and_statistics(format_server
         client.get_model_metadata("resnet50")
     assert not client.is_model_ready("resnet50")
     stats = client.get_inference_statistics()["model_stats"]
-    assert {s["name"] for s in stats} == {HOUSING.name, MNIST.name}
+    assert {s["name"] for s in stats} == set(registry.models())
     assert set(stats[0]["inference_stats"]) >= {"success", "fail", "queue", "compute_infer"}
     # every count Triton keeps is kept (perf_analyzer checks that the compute counts agree)
     client.infer(HOUSING.name, [_housing_input()])

@@ -48,7 +48,13 @@ def test_export_is_self_contained_with_named_io_and_dynamic_batch(
         else (MNIST, MnistCNN(MnistConfig()).eval(), mnist.test.x)
     )
     files = export(model, spec, x[:8], tmp_path, formats=("onnx", "torchscript"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.torchscript"]  # no .data
+    # no .data; and the checkpoint: weights (safetensors) and config
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.onnx",
+        "model.torchscript",
+        "weights.safetensors",
+    ]
     inp, out = _graph_io(_file(files, "onnx"))
     assert (inp.name, out.name) == (spec.input_name, spec.output_name)
     dims = inp.type.tensor_type.shape.dim

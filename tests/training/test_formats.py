@@ -37,7 +37,11 @@ def test_a_format_added_to_the_registry_is_exported_checked_registered_and_serve
     x = housing.test.x
 
     files = export(model, HOUSING, x[:8], tmp_path, formats=(DUMMY.name,))
-    assert [p.name for p in tmp_path.iterdir()] == ["model.copy.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.copy.onnx",
+        "weights.safetensors",
+    ]
     report = check_parity(model, HOUSING, files, x[:100])
     assert set(report["max_abs_error"]) == {DUMMY.name}  # through the format's own backend
     tag = register(model, HOUSING, files, x[:100], {"test_rmse": 0.0})
@@ -88,7 +92,8 @@ def test_a_device_bound_export_that_fails_is_recorded_and_the_others_register(
         return
     files = export(model, HOUSING, x[:8], tmp_path, formats=("onnx", "broken"))
     assert files.failures == {"broken": {"cpu": "RuntimeError: no kernel could be compiled for this device"}}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the half-written file is gone
+    # the half-written file is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.onnx", "weights.safetensors"]
     metadata = bentoml.models.get(register(model, HOUSING, files, x[:100], {})).info.metadata
     assert set(metadata["formats"]) == {"onnx"} and set(metadata["parity"]["max_abs_error"]) == {"onnx"}
     assert metadata["export_failures"] == files.failures
