@@ -29,6 +29,19 @@ from typing import Literal
 from models.specs import DIGITS, HOUSING, HOUSING_FEATURES, MNIST, ModelSpec
 
 PLUGINS_ENV = "MODEL_PLUGINS"
+# The checkpoint every stored version holds beside its exported files (training/export.py writes it):
+WEIGHTS_FILE = "weights.safetensors"  # the trained state dict (parameters and buffers), no pickle
+CONFIG_FILE = "config.json"  # the network's config: `entry.build(config)` rebuilds the network
+
+
+def reexport_command(tag: str, folder, train_command: str) -> str:
+    """What recreates a stored version's files: re-export from its checkpoint, or retrain (a version
+    stored before checkpoints were, or under a name that is not a model of the registry)."""
+    from pathlib import Path
+
+    if (Path(folder) / WEIGHTS_FILE).is_file() and tag.split(":")[0] in models():
+        return f"python -m training.export {tag}"
+    return train_command
 
 
 @dataclass(frozen=True)

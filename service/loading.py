@@ -20,6 +20,7 @@ import bentoml
 import numpy as np
 
 from models import integrity
+from models.registry import reexport_command
 from models.specs import ModelSpec
 from service.placement import BackendUnavailableError, resolve
 from service.settings import ServiceSettings
@@ -147,7 +148,8 @@ def load_model(
     except Exception as exc:  # whatever the runtime raises for a bad file: name the file and the fix
         raise ModelLoadError(
             f"{stored.tag}: {filename} could not be loaded by {placement.backend} "
-            f"({type(exc).__name__}: {first_line(exc)}); re-export it with `{spec.train_command}`"
+            f"({type(exc).__name__}: {first_line(exc)}); re-export it with "
+            f"`{reexport_command(str(stored.tag), stored.path, spec.train_command)}`"
         ) from exc
     return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
 
@@ -159,9 +161,10 @@ def model_file(ref: bentoml.models.BentoModel, spec: ModelSpec, fmt, device: str
     filename = fmt.filename(device)
     if not (Path(stored.path) / filename).is_file():
         where = " on a machine with a GPU" if fmt.device_bound and device == "cuda" else ""
+        command = reexport_command(str(stored.tag), stored.path, spec.train_command)
         raise ModelLoadError(
             f"{stored.tag} has no {filename} (MODEL_BACKEND={fmt.name} on {device}); re-export it{where} "
-            f"with `{spec.train_command}`, or choose another MODEL_BACKEND"
+            f"with `{command}`, or choose another MODEL_BACKEND"
         )
     try:
         if not integrity.verify(Path(stored.path) / filename, stored.info.metadata):
@@ -169,8 +172,13 @@ def model_file(ref: bentoml.models.BentoModel, spec: ModelSpec, fmt, device: str
                 "%s: no sha256 recorded for %s (registered before integrity checks)", stored.tag, filename
             )
     except integrity.IntegrityError as exc:
-        raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{spec.train_command}`") from None
+        command = reexport_command(str(stored.tag), stored.path, spec.train_command)
+        raise ModelLoadError(f"{stored.tag}: {exc}; re-export it with `{command}`") from None
     return stored
+
+
+def _reexport(model: ServedModel) -> str:
+    return reexport_command(model.tag, bentoml.models.get(model.tag).path, model.spec.train_command)
 
 
 def first_line(exc: BaseException) -> str:
@@ -193,13 +201,13 @@ def warm_up(model: ServedModel, batch_sizes: tuple[int, ...], repeats: int = 1) 
                 raise ModelLoadError(
                     f"{model.tag}: its {kind} model does not take {spec.name}'s input (batch of shape "
                     f"{(n, *spec.input_shape)}): {type(exc).__name__}: {first_line(exc)}; re-export it "
-                    f"with `{spec.train_command}`"
+                    f"with `{_reexport(model)}`"
                 ) from exc
             seconds = time.perf_counter() - start
         if out.shape != (n, *spec.output_shape) or not np.isfinite(out).all():
             raise ModelLoadError(
                 f"{model.tag}: its {kind} model answered a batch of {n} with shape {out.shape} "
-                f"(expected {(n, *spec.output_shape)}, finite); re-export it with `{spec.train_command}`"
+                f"(expected {(n, *spec.output_shape)}, finite); re-export it with `{_reexport(model)}`"
             )
         timings.append((n, seconds))
     logger.info("warmed up %s at batch sizes %s", model.tag, batch_sizes)

@@ -31,7 +31,14 @@ def format_list(text: str) -> tuple[str, ...]:
 
 
 def base_parser(
-    prog: str, description: str, *, model_name: str, epochs: int, batch_size: int, lr: float
+    prog: str,
+    description: str,
+    *,
+    model_name: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 1e-4,
 ) -> argparse.ArgumentParser:
     """Flags every training script has; each script adds its own and sets its defaults."""
     parser = argparse.ArgumentParser(
@@ -53,6 +60,7 @@ def base_parser(
     parser.add_argument("--epochs", type=int, default=epochs, help="maximum number of epochs")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="training batch size")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (one-cycle schedule)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay")
     parser.add_argument(
         "--limit",
         type=int,

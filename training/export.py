@@ -33,6 +33,7 @@ from torch import nn
 from models import integrity
 from models.device import available_cpus, nvidia_gpus, onnx_cuda_provider
 from models.formats import FORMATS
+from models.registry import CONFIG_FILE, WEIGHTS_FILE
 from models.specs import ModelSpec
 
 logger = logging.getLogger("training.export")  # also when run as __main__
@@ -50,10 +51,6 @@ class ParityError(RuntimeError):
 
 def machine_devices() -> tuple[str, ...]:
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-
-
-WEIGHTS_FILE = "weights.safetensors"  # the trained state dict (parameters and buffers)
-CONFIG_FILE = "config.json"  # the network's config: models.registry's entry.build(config) rebuilds it
 
 
 class StoredModelError(RuntimeError):
@@ -379,6 +376,9 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
+    # through the imported module, not this __main__ copy: its exception classes are the ones
+    # training.cli turns into one-line errors
+    from training import export
     from training.cli import run
 
-    run(main)
+    run(export.main)

@@ -32,7 +32,6 @@ def build_parser():
         batch_size=512,
         lr=3e-3,
     )
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     parser.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
     return parser
 

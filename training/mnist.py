@@ -27,8 +27,8 @@ def build_parser():
         epochs=6,
         batch_size=128,
         lr=3e-3,
+        weight_decay=5e-4,
     )
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
     parser.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
     parser.add_argument("--no-augment", action="store_true", help="disable random affine augmentation")
     return parser
