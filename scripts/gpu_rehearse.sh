@@ -30,12 +30,15 @@ pip_quiet() {  # pip without its warnings about this machine's local index folde
 }
 
 if [ ! -f "$BASE/.ready" ]; then
-    echo "--- the stand-in for the GPU machine's Python: $PY312 + $TORCH + the packages it has"
+    echo "--- the stand-in for the GPU machine's Python: $PY312 + $TORCH"
     rm -rf "$BASE"
     "$PY312" -m venv "$BASE"
     pip_quiet "$BASE/bin/pip" install -q $TORCH
-    # the other packages that machine has, at the versions installed here, without what torch brought
-    "$BASE/bin/python" - "$DIR/present.txt" >"$DIR/present-missing.txt" <<'PYEOF'
+    touch "$BASE/.ready"
+fi
+# the other packages that machine has (at the versions installed here), without what torch brought;
+# every time, so that a dependency added since the stand-in was made is there too
+"$BASE/bin/python" - "$DIR/present.txt" >"$DIR/present-missing.txt" <<'PYEOF'
 import importlib.metadata as md, re, sys
 def cn(name): return re.sub(r"[-_.]+", "-", name).lower()
 have = {cn(d.metadata["Name"]) for d in md.distributions()}
@@ -43,8 +46,9 @@ for line in open(sys.argv[1]):
     if cn(line.split("==")[0]) not in have:
         print(line.strip())
 PYEOF
+if [ -s "$DIR/present-missing.txt" ]; then
+    echo "--- adding to the stand-in: $(tr '\n' ' ' <"$DIR/present-missing.txt")"
     pip_quiet "$BASE/bin/pip" install -q --no-deps -r "$DIR/present-missing.txt"
-    touch "$BASE/.ready"
 fi
 
 export PATH=$REPO/$BASE/bin:$PATH PY=python3 GPU_WINDOW_DEVICE=cpu GPU_WINDOW_SMOKE=1

@@ -162,8 +162,8 @@ for PHASE in "${PHASES[@]}"; do
     measure)
         step restore 60 restore_store
         # the whole test splits over HTTP on the GPU: served metrics = stored ones (exit 1 otherwise)
-        step accuracy 120 bash -c "'$PY' -m loadtests.accuracy --serve --backend torchscript --device $DEVICE \
-            | tee '$RUN/accuracy.txt'"
+        step accuracy 120 bash -c "set -o pipefail; '$PY' -m loadtests.accuracy --serve --backend torchscript \
+            --device $DEVICE | tee '$RUN/accuracy.txt'"
         step offline 120 "$PY" -m loadtests.offline --devices "cpu,$DEVICE" --seconds "$SECONDS_PER_BATCH" \
             --out "$RUN/offline.json"
         # CPU vs GPU: 1-image and 64-image requests at $USERS users, each combination started once
