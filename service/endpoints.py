@@ -86,7 +86,6 @@ def endpoint_of(entry: ModelEntry) -> Endpoint:
             oip.Tensor(spec.input_name, spec.input_shape),
             tuple(outputs),
             limits.max_items,
-            api.value_range,
             compute={PROBABILITIES: _probabilities} if entry.task == "classification" else {},
         ),
         max_batch_size=limits.max_batch_size,

@@ -43,6 +43,7 @@ from service.loading import ServedModel
 from service.metrics import ModelMetrics
 from service.openapi import document
 from service.settings import ServiceSettings
+from service.stats_board import StatsBoard
 from service.timing import Timing, TritonStats
 
 logger = logging.getLogger("bentoml.model_serving.http")
@@ -77,11 +78,19 @@ class LiveModel:
 
     @classmethod
     def start(
-        cls, endpoint: Endpoint, served: ServedModel, cost: CostModel, metrics: bool = True
+        cls,
+        endpoint: Endpoint,
+        served: ServedModel,
+        cost: CostModel,
+        metrics: bool = True,
+        board: StatsBoard | None = None,
     ) -> LiveModel:
-        """The model's batcher, observed by its Triton statistics and (`metrics`) Prometheus metrics."""
+        """The model's batcher, observed by its Triton statistics, (`metrics`) Prometheus metrics and
+        (`board`) the statistics shared with the other workers."""
         stats = TritonStats()
         observers = [stats, *([ModelMetrics(endpoint.name, served.version)] if metrics else [])]
+        if board is not None:
+            observers.append(board.watch(endpoint.name, served.version, stats))
         batcher = Batcher(
             endpoint.name,
             served.backend,
@@ -316,6 +325,7 @@ class HttpApi:
         self.settings = settings
         self.server_name = server_name
         self.models: dict[str, LiveModel] = {}
+        self.board: StatsBoard | None = None  # the statistics shared between workers
         self.placement: dict = {}
         self._backend_label = ""  # Server-Timing's backend: "onnx/cpu"
         self.handlers = {e.route: JsonPredict(self, e) for e in ENDPOINTS.values()}
@@ -346,8 +356,9 @@ class HttpApi:
 
     # --- the worker's models
 
-    def attach(self, models: dict[str, LiveModel], placement: dict) -> None:
+    def attach(self, models: dict[str, LiveModel], placement: dict, board: StatsBoard | None = None) -> None:
         self.models = models
+        self.board = board
         self.placement = placement
         self._backend_label = f"{placement['backend']}/{placement['device']}"
 
@@ -370,9 +381,10 @@ class HttpApi:
         if model is None:
             raise oip.ProtocolError(NOT_READY, 503)
         version = params.get("version")
-        if version is not None and version != model.version:
+        if version is not None and version not in (model.version, model.served.bentoml_version):
             raise oip.ProtocolError(
-                f"{name} version {version!r} is not served; served: {model.version!r}", 404
+                f"{name} version {version!r} is not served; served: {model.version!r} ({model.served.tag})",
+                404,
             )
         return model
 
@@ -455,16 +467,17 @@ class HttpApi:
             self.settings.worker_count(),
             endpoint.max_batch_size,
             endpoint.deadline_ms,
+            model.served.tag,
         )
         return JSONResponse(config)
 
     async def stats(self, request: Request) -> Response:
-        """Triton's statistics of the worker that answers (each worker batches its own requests;
-        /metrics has the Prometheus counters of all workers)."""
+        """Triton's statistics, summed over all workers (service/stats_board.py)."""
         names = list(ENDPOINTS)
         if "name" in request.path_params:
             names = [self.v2_model(request.path_params).endpoint.name]
         if not self.ready:
             return JSONResponse({"error": NOT_READY}, status_code=503)
-        entries = [self.models[name].stats.as_triton(name, self.models[name].version) for name in names]
+        totals = self.board.totals() if self.board else {n: m.stats for n, m in self.models.items()}
+        entries = [totals[name].as_triton(name, self.models[name].version) for name in names]
         return JSONResponse({"model_stats": entries})

@@ -43,9 +43,17 @@ class ServedModel:
     tag: str
     metadata: dict
     backend: object  # models.backends.Backend
+    number: int = 1  # the version's place among the model's versions in the store (oldest = 1)
 
     @property
     def version(self) -> str:
+        """The Open Inference Protocol's version, an integer as Triton's clients expect (perf_analyzer
+        parses it as one): the n-th registered version of the model in the store. The BentoML tag
+        is in /status and the V2 model config's parameters."""
+        return str(self.number)
+
+    @property
+    def bentoml_version(self) -> str:
         return self.tag.split(":", 1)[1]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -54,6 +62,7 @@ class ServedModel:
     def status(self) -> dict:
         return {
             "tag": self.tag,
+            "v2_version": self.version,
             **self.backend.describe(),
             "input": self.metadata.get("io", {}).get("input"),
             "test_metrics": {k: v for k, v in self.metadata.items() if k.startswith("test_")},
@@ -151,7 +160,16 @@ def load_model(
             f"({type(exc).__name__}: {first_line(exc)}); re-export it with "
             f"`{reexport_command(str(stored.tag), stored.path, spec.train_command)}`"
         ) from exc
-    return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend)
+    return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend, version_number(stored))
+
+
+def version_number(stored) -> int:
+    """1 + how many versions of the model the store registered before this one (by creation time)."""
+    older = [
+        m for m in bentoml.models.list(stored.tag.name)
+        if (m.info.creation_time, m.tag.version) < (stored.info.creation_time, stored.tag.version)
+    ]  # fmt: skip
+    return 1 + len(older)
 
 
 def model_file(ref: bentoml.models.BentoModel, spec: ModelSpec, fmt, device: str):

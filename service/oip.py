@@ -5,9 +5,12 @@ Specification: kserve/open-inference-protocol (REST), with Triton's extensions t
 Triton's tools use: binary tensor data (`Inference-Header-Content-Length`, `binary_data_size`,
 `binary_data` / `binary_data_output`), model configuration and statistics.
 
-Rules are those of the JSON endpoints (service/schemas.py): one FP32 input of exactly the model's
-shape, 1 to `max_items` rows/images, finite values inside the same bounds; anything else is a
-ProtocolError (400, `{"error": ...}`) that names the field.
+Structure is validated strictly: one FP32 input of exactly the model's shape, 1 to `max_items`
+rows/images, byte counts that add up; anything else is a ProtocolError (400, `{"error": ...}`) that
+names the field. Values are not (as Triton): the model computes on whatever FP32 values it is sent,
+NaN and infinities included (binary data; JSON data carries JSON numbers only). A non-finite output
+value is written as `null` in a JSON answer (so that it stays valid JSON; tritonclient reads it back
+as NaN) and as its IEEE bits in binary data. The JSON endpoints keep their value ranges.
 """
 
 from __future__ import annotations
@@ -54,14 +57,12 @@ class Tensor:
 @dataclass(frozen=True)
 class ModelInterface:
     """What one model speaks over V2: its input, its outputs (each computed from the model's output
-    rows, once per request: `compute`), how many items a request may carry and the closed range of
-    allowed input values."""
+    rows, once per request: `compute`) and how many items a request may carry."""
 
     name: str
     input: Tensor
     outputs: tuple[Tensor, ...]
     max_items: int
-    value_range: tuple[float, float]
     compute: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict, compare=False)
 
     def output(self, name: str) -> Tensor | None:
@@ -188,9 +189,6 @@ def _input(
             raise ProtocolError(f"{where}.data has {len(values)} numbers; shape {shape} needs {count}")
         array = values.astype(np.float32).reshape(shape)
         used = 0
-    low, high = model.value_range
-    if not (np.isfinite(array).all() and array.min() >= low and array.max() <= high):
-        raise ProtocolError(f"{where}: every value must be a finite number in [{low:g}, {high:g}]")
     return array, used
 
 
@@ -290,9 +288,11 @@ def model_config(
     workers: int,
     batch_items: int,
     deadline_ms: int,
+    tag: str = "",
 ) -> dict:
     """Triton's model configuration of what is served: `max_batch_size` is the most items one request
-    may carry, `preferred_batch_size` the batcher's batch, the queue timeout its shedding deadline."""
+    may carry, `preferred_batch_size` the batcher's batch, the queue timeout its shedding deadline;
+    `parameters.bentoml_tag` the BentoML tag behind the integer version."""
     platform, runtime = triton  # Triton's platform and backend names of the format served
     return {
         "name": model.name,
@@ -313,4 +313,5 @@ def model_config(
         "instance_group": [
             {"name": model.name, "kind": "KIND_GPU" if device == "cuda" else "KIND_CPU", "count": workers}
         ],
+        "parameters": {"bentoml_tag": {"string_value": tag}},
     }

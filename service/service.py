@@ -30,6 +30,7 @@ from service.http import HttpApi, LiveModel
 from service.loading import StoreModel, load_model, logger, preflight, warm_up
 from service.placement import resolve
 from service.settings import get_settings
+from service.stats_board import StatsBoard
 
 settings = get_settings()
 SERVICE_NAME = "model_serving"
@@ -50,7 +51,7 @@ class ModelServingService(bentoml.Service):
         return FrontDoor(API, super().to_asgi(*args, **kwargs), settings)
 
 
-def live_model(name: str) -> LiveModel:
+def live_model(name: str, board: StatsBoard) -> LiveModel:
     """One model loaded, warmed up and given its batcher, in this worker."""
     endpoint = ENDPOINTS[name]
     served = load_model(REFS[name], endpoint.spec, settings)
@@ -60,7 +61,7 @@ def live_model(name: str) -> LiveModel:
         "%s: batches of up to %d rows, deadline %d ms; cost %.3f ms + %.4f ms per row",
         served.tag, endpoint.max_batch_size, endpoint.deadline_ms, cost.fixed * 1e3, cost.per_row * 1e3,
     )  # fmt: skip
-    return LiveModel.start(endpoint, served, cost)
+    return LiveModel.start(endpoint, served, cost, board=board)
 
 
 class Models:
@@ -89,12 +90,13 @@ class ModelService(Models):
         preflight(MODELS, settings)
 
     def __init__(self) -> None:
-        self.models = {name: live_model(name) for name in ENDPOINTS}
+        board = StatsBoard.from_env()  # Triton's statistics summed over the workers
+        self.models = {name: live_model(name, board) for name in ENDPOINTS}
         # Everything alive now (models, libraries) lives as long as the process: move it out of the
         # collector's generations so that full collections under load only scan request garbage.
         gc.collect()
         gc.freeze()
-        API.attach(self.models, resolve(settings.model_backend, settings.model_device).as_dict())
+        API.attach(self.models, resolve(settings.model_backend, settings.model_device).as_dict(), board)
 
     def __is_ready__(self) -> bool:
         return API.ready

@@ -99,6 +99,34 @@ class TritonStats:
         self.inference_count += rows
         self.last_inference_ms = int(time.time() * 1000)
 
+    def snapshot(self) -> dict:
+        """The counts as JSON (what service/stats_board.py shares between the workers)."""
+        return {
+            "success": self.success, "fail": self.fail, "queue": self.queue,
+            "compute_input": self.compute_input, "compute_infer": self.compute_infer,
+            "compute_output": self.compute_output, "inference_count": self.inference_count,
+            "execution_count": self.execution_count, "last_inference_ms": self.last_inference_ms,
+            "by_batch": {str(rows): counts for rows, counts in self.by_batch.items()},
+        }  # fmt: skip
+
+    @classmethod
+    def total(cls, snapshots: list[dict]) -> TritonStats:
+        """The sum of several workers' snapshots (the latest of their last inferences)."""
+        out = cls()
+        for snap in snapshots:
+            for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                pair = getattr(out, key)
+                pair[0] += snap[key][0]
+                pair[1] += snap[key][1]
+            out.inference_count += snap["inference_count"]
+            out.execution_count += snap["execution_count"]
+            out.last_inference_ms = max(out.last_inference_ms, snap["last_inference_ms"])
+            for rows, counts in snap["by_batch"].items():
+                entry = out.by_batch.setdefault(int(rows), [0, 0, 0, 0])
+                for i, value in enumerate(counts):
+                    entry[i] += value
+        return out
+
     def as_triton(self, name: str, version: str) -> dict:
         """The model's entry of Triton's `model_stats`."""
         return {

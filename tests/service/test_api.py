@@ -341,7 +341,7 @@ def test_open_inference_protocol_with_tritonclient_encoded_bodies():
     assert docs["/v2"].json()["name"] == "model_serving" and docs["/v2/health/ready"].json() == {
         "ready": True
     }
-    assert docs["/v2/models/mnist_cnn"].json()["versions"] == ["v1"]
+    assert docs["/v2/models/mnist_cnn"].json()["versions"] == ["1"]  # an integer, as Triton's
     assert docs["/v2/models/mnist_cnn/config"].json()["max_batch_size"] == 256
     stats = {s["name"]: s for s in docs["/v2/models/stats"].json()["model_stats"]}
     assert stats["mnist_cnn"]["inference_count"] == 3 and stats["mnist_cnn"]["execution_count"] == 1

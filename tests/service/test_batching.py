@@ -235,3 +235,35 @@ def test_requests_still_being_read_count_ahead_at_the_mean_request_size():
         await b.close()
 
     run(main())
+
+
+def test_statistics_board_sums_the_workers_files_with_its_own_live_counts(tmp_path):
+    """Two workers' boards on one folder: each answers with its own live counts plus the other's last
+    published ones; a model of another version (another server's leftovers) is not added."""
+    from service.stats_board import StatsBoard
+    from service.timing import Timing, TritonStats
+
+    def worker(name: str, requests: int, version: str = "3") -> tuple[StatsBoard, TritonStats]:
+        board, stats = StatsBoard(tmp_path, worker=name), TritonStats()
+        board.watch("housing_mlp", version, stats)
+        for _ in range(requests):
+            timing = Timing(enqueue=0.0)
+            timing.add_batch(0.001, 0.0001, 0.002, 0.0001, 1)
+            stats.batch_done(1, 1, 0.0001, 0.002, 0.0001)
+            stats.request_done(1, timing, end=0.004, ok=True)
+        return board, stats
+
+    a, _ = worker("a", 3)
+    b, b_stats = worker("b", 5)
+    old, _ = worker("old", 7, version="2")
+    a.write()
+    old.write()
+    total = b.totals()["housing_mlp"].as_triton("housing_mlp", "3")
+    stats = total["inference_stats"]
+    counts = {k: stats[k]["count"] for k in ("success", "queue", "compute_infer")}
+    assert counts == {"success": 8, "queue": 8, "compute_infer": 8}
+    assert total["execution_count"] == 8 and total["batch_stats"][0]["compute_infer"]["count"] == 8
+    # b's own counts are live; a's as last written
+    b_stats.request_done(1, Timing(enqueue=0.0), end=0.001, ok=False)
+    assert b.totals()["housing_mlp"].as_triton("housing_mlp", "3")["inference_stats"]["fail"]["count"] == 1
+    assert StatsBoard(None).totals() == {}

@@ -150,12 +150,25 @@ def test_v2_json_and_binary_decode_to_the_same_array():
         ([0.5] * 783 + [True], "data[783]"),
         ([0.5] * 783 + [None], "data[783]"),
         ([0.5] * 700, "needs 784"),
-        ([2.0] * 784, "[0, 1]"),
     ],
 )
-def test_v2_json_data_must_be_numbers_in_range(data, words):
+def test_v2_json_data_must_be_numbers_of_the_right_count(data, words):
     with pytest.raises(oip.ProtocolError, match=words.replace("[", r"\[").replace("]", r"\]")):
         oip.parse_infer(_v2_json(data), None, V2)
+
+
+def test_v2_values_are_not_range_checked_and_non_finite_outputs_are_json_null():
+    """As Triton: any FP32 value is computed on (the JSON API keeps its ranges); a non-finite output
+    is `null` in a JSON answer."""
+    assert oip.parse_infer(_v2_json([2.0] * 784), None, V2).array.max() == 2.0
+    head = orjson.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                     "parameters": {"binary_data_size": 784 * 4}}]})  # fmt: skip
+    nan = np.full(784, np.nan, dtype=np.float32)
+    request = oip.parse_infer(head + nan.tobytes(), str(len(head)), V2)
+    assert np.isnan(request.array).all()
+    logits = np.array([[np.nan, np.inf, -np.inf, 1.5] + [0.0] * 6], dtype=np.float32)
+    body, _ = oip.encode_infer(V2, "1", request, {"logits": logits, "probabilities": logits})
+    assert orjson.loads(body)["outputs"][0]["data"][:4] == [None, None, None, 1.5]
 
 
 def test_v2_outputs_are_computed_from_the_model_rows():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -40,6 +41,16 @@ def servers(smoke_models, tmp_path_factory):
 
 
 def version_of(smoke_models, name: str) -> str:
+    """The V2 version Triton's clients see: an integer, the served version's place among the model's
+    versions in the store, oldest first."""
+    import bentoml
+
+    served = bentoml.models.get(smoke_models[name]["tag"])
+    ordered = sorted(bentoml.models.list(name), key=lambda m: (m.info.creation_time, m.tag.version))
+    return str(1 + [m.tag for m in ordered].index(served.tag))
+
+
+def bentoml_version_of(smoke_models, name: str) -> str:
     return smoke_models[name]["tag"].split(":", 1)[1]
 
 
@@ -53,7 +64,9 @@ def test_server_and_model_metadata_readiness_config_and_statistics(format_server
     platform = FORMATS[server.backend].triton[0]  # onnxruntime_onnx, pytorch_libtorch
     for spec, outputs in ((HOUSING, ["value"]), (MNIST, ["logits", "probabilities"])):
         version = version_of(smoke_models, spec.name)
-        for asked in ("", version):  # latest, and the version served
+        assert version.isdigit()
+        # latest, the version served (an integer), and the BentoML version behind it
+        for asked in ("", version, bentoml_version_of(smoke_models, spec.name)):
             assert client.is_model_ready(spec.name, asked)
             model = client.get_model_metadata(spec.name, asked)
             assert model["versions"] == [version] and model["platform"] == platform
@@ -63,6 +76,7 @@ def test_server_and_model_metadata_readiness_config_and_statistics(format_server
             assert [o["name"] for o in model["outputs"]] == outputs
         config = client.get_model_config(spec.name)
         assert config["input"][0]["dims"] == list(spec.input_shape) and config["max_batch_size"] >= 256
+        assert config["parameters"]["bentoml_tag"]["string_value"] == smoke_models[spec.name]["tag"]
         assert config["instance_group"][0]["kind"] == "KIND_CPU"
         with pytest.raises(InferenceServerException, match="not served"):
             client.get_model_metadata(spec.name, "no-such-version")
@@ -207,7 +221,6 @@ def test_malformed_v2_requests_get_4xx_with_an_error_body(server, mnist):
         "shape": (*doc(shape=[1, 28, 28]), 400, "shape"),
         "count": (*doc(data=[0.5] * 700), 400, "needs 784"),
         "string value": (*doc(data=["0.5"] * 784), 400, "data[0]"),
-        "out of range": (*doc(data=[2.0] * 784), 400, "[0, 1]"),
         "unknown output": (*doc(outputs=[{"name": "x"}]), 400, "outputs[0].name"),
         "classification": (
             *doc(outputs=[{"name": "logits", "parameters": {"classification": 3}}]),
@@ -222,7 +235,6 @@ def test_malformed_v2_requests_get_4xx_with_an_error_body(server, mnist):
         ),
         "header length": (*_binary_request(one, header_length="abc"), 400, "Inference-Header-Content-Length"),
         "trailing bytes": (*_binary_request(one, extra=b"\0" * 8), 400, "8 bytes of binary data"),
-        "NaN": (*_binary_request(nan), 400, "finite"),
         "too many": (*_binary_request(mnist.test.x[:257]), 400, "at most 256"),
     }
     for name, (body, headers, status, words) in cases.items():
@@ -237,3 +249,54 @@ def test_malformed_v2_requests_get_4xx_with_an_error_body(server, mnist):
     # the server is fine afterwards
     body, headers = _binary_request(one)
     assert requests.post(url, data=body, headers=headers, timeout=30).status_code == 200
+
+
+def test_values_are_not_checked_and_a_non_finite_output_is_null_in_json(format_server, mnist):
+    """As Triton: V2 computes on any FP32 values it is sent (out of the JSON API's range, NaN); a
+    non-finite output is `null` in a JSON answer (valid JSON), which tritonclient reads as NaN."""
+    client = format_server.client
+    big = np.full((1, 1, 28, 28), 2.0, dtype=np.float32)  # outside [0, 1]: a 400 on /classify_digits
+    nan = mnist.test.x[:1].copy()
+    nan[0, 0, 5, 5] = np.nan
+    for images, finite in ((big, True), (nan, False)):
+        tensor = triton.InferInput(MNIST.input_name, list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images, binary_data=True)
+        result = client.infer(MNIST.name, [tensor], outputs=[triton.InferRequestedOutput("logits", False)])
+        logits = result.as_numpy("logits")
+        assert logits.shape == (1, 10) and bool(np.isfinite(logits).all()) == finite
+        if not finite:
+            assert result.get_output("logits")["data"] == [None] * 10  # the JSON answer: nulls
+    r = requests.post(
+        f"{format_server.url}/classify_digits", json={"images": big[:, 0].tolist()}, timeout=10
+    )  # the JSON API keeps its range
+    assert r.status_code == 400
+
+
+def test_statistics_are_summed_over_the_workers(format_server):
+    """Each of the 2 workers batches its own requests; /v2/models/stats counts all of them, whichever
+    worker answers (new connections: the kernel spreads them over the workers)."""
+    url = f"{format_server.url}/v2/models/{HOUSING.name}/stats"
+
+    def success() -> int:
+        counts = set()
+        for _ in range(6):  # several workers answer: every one says the same
+            stats = requests.get(url, timeout=10).json()["model_stats"][0]["inference_stats"]
+            counts.add(stats["success"]["count"])
+            assert (
+                len({stats[k]["count"] for k in ("success", "queue", "compute_input", "compute_infer")}) == 1
+            )
+        assert len(counts) == 1, counts
+        return counts.pop()
+
+    time.sleep(0.5)
+    before = success()
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], "data": [1.0] * 8}]}
+    pids = set()
+    for _ in range(40):
+        r = requests.post(f"{format_server.url}/v2/models/{HOUSING.name}/infer", json=body, timeout=10)
+        assert r.status_code == 200
+    for _ in range(20):
+        pids.add(requests.get(f"{format_server.url}/status", timeout=10).json()["worker"]["pid"])
+    assert len(pids) == 2, pids  # both workers answered
+    time.sleep(0.5)  # each worker publishes its counts within 0.1 s of a change
+    assert success() - before == 40
