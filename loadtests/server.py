@@ -52,6 +52,11 @@ class Server:
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # the service's gRPC port (GRPC_PORT): a free one too, unless the environment names it; never
+        # a port another server listens on (SO_REUSEPORT would make them share it)
+        env = {"GRPC_PORT": str(free_port()), **env}
+        self.grpc_port = int(env["GRPC_PORT"])
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.worker_pids: set[int] = set()  # workers seen answering /status while waiting for ready
         self.workers = 1  # the server's worker count, from /status once ready (the stock baseline: 1)
         token = env.get("API_TOKEN", os.environ.get("API_TOKEN"))

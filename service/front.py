@@ -67,11 +67,39 @@ class FrontDoor:
         self.app = (
             self._dispatch if token is None else BearerAuth(self._dispatch, token, settings.auth_open_paths)
         )
+        self.grpc = None
+        if settings.grpc_port:
+            from service.oip_grpc import GrpcServer
+
+            self.grpc = GrpcServer(api, settings)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":  # lifespan (BentoML's: it loads the models), websockets
+        if scope["type"] == "lifespan":
+            return await self._lifespan(scope, receive, send)
+        if scope["type"] != "http":  # websockets
             return await self.bentoml(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope, receive, send) -> None:
+        """BentoML's life cycle (its start-up loads the models), with the worker's gRPC server
+        (GRPC_PORT) started once the models are loaded and stopped first at shutdown."""
+
+        async def on_send(message) -> None:
+            if message["type"] == "lifespan.startup.complete" and self.grpc is not None:
+                try:
+                    await self.grpc.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"gRPC: {exc}"})
+                    return
+            await send(message)
+
+        async def on_receive():
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self.grpc is not None:
+                await self.grpc.stop()
+            return message
+
+        return await self.bentoml(scope, on_receive, on_send)
 
     async def _dispatch(self, scope, receive, send) -> None:
         path = scope["path"]

@@ -457,9 +457,12 @@ class HttpApi:
         return JSONResponse({"name": model.endpoint.name, "ready": True})
 
     async def model_config(self, request: Request) -> Response:
-        model = self.v2_model(request.path_params)
+        return JSONResponse(self.config_of(self.v2_model(request.path_params)))
+
+    def config_of(self, model: LiveModel) -> dict:
+        """Triton's model configuration of a served model (REST and gRPC)."""
         endpoint = model.endpoint
-        config = oip.model_config(
+        return oip.model_config(
             endpoint.v2,
             model.version,
             FORMATS[model.served.backend.kind].triton,
@@ -469,7 +472,6 @@ class HttpApi:
             endpoint.deadline_ms,
             model.served.tag,
         )
-        return JSONResponse(config)
 
     async def stats(self, request: Request) -> Response:
         """Triton's statistics, summed over all workers (service/stats_board.py)."""
@@ -478,6 +480,9 @@ class HttpApi:
             names = [self.v2_model(request.path_params).endpoint.name]
         if not self.ready:
             return JSONResponse({"error": NOT_READY}, status_code=503)
+        return JSONResponse({"model_stats": self.statistics(names)})
+
+    def statistics(self, names: list[str] | None = None) -> list[dict]:
+        """Triton's `model_stats` of the models named (all by default), summed over the workers."""
         totals = self.board.totals() if self.board else {n: m.stats for n, m in self.models.items()}
-        entries = [totals[name].as_triton(name, self.models[name].version) for name in names]
-        return JSONResponse({"model_stats": entries})
+        return [totals[name].as_triton(name, self.models[name].version) for name in names or self.models]

@@ -142,18 +142,14 @@ def parse_infer(body: bytes, header_length: str | None, model: ModelInterface) -
     return InferRequest(request_id, array, _requested_outputs(doc, parameters, model))
 
 
-def _input(
-    tensor: dict, binary: memoryview | bytes, model: ModelInterface, literals: bool = True
-) -> tuple[np.ndarray, int]:
-    """(the input array, bytes of binary data it used). `literals`: the JSON header has a true, false
-    or null somewhere (then JSON data is checked for booleans, which NumPy would take as numbers)."""
+def check_input(name, datatype, shape, model: ModelInterface, where: str = "inputs[0]") -> int:
+    """The input's name, datatype and shape (1 to max_items rows of the model's shape), as every
+    protocol has them (REST JSON, gRPC); returns its number of values (ProtocolError otherwise)."""
     spec = model.input
-    where = "inputs[0]"
-    if tensor.get("name") != spec.name:
-        raise ProtocolError(f"{where}.name is {tensor.get('name')!r}; {model.name} takes {spec.name!r}")
-    if tensor.get("datatype") != DATATYPE:
-        raise ProtocolError(f"{where}.datatype is {tensor.get('datatype')!r}; {spec.name} is {DATATYPE}")
-    shape = tensor.get("shape")
+    if name != spec.name:
+        raise ProtocolError(f"{where}.name is {name!r}; {model.name} takes {spec.name!r}")
+    if datatype != DATATYPE:
+        raise ProtocolError(f"{where}.datatype is {datatype!r}; {spec.name} is {DATATYPE}")
     if (
         not isinstance(shape, list)
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
@@ -164,7 +160,17 @@ def _input(
         raise ProtocolError(f"{where}.shape is {shape!r}; {spec.name} is {[-1, *spec.shape]} with -1 >= 1")
     if shape[0] > model.max_items:
         raise ProtocolError(f"{where}.shape[0] is {shape[0]}; a request may carry at most {model.max_items}")
-    count = math.prod(shape)
+    return math.prod(shape)
+
+
+def _input(
+    tensor: dict, binary: memoryview | bytes, model: ModelInterface, literals: bool = True
+) -> tuple[np.ndarray, int]:
+    """(the input array, bytes of binary data it used). `literals`: the JSON header has a true, false
+    or null somewhere (then JSON data is checked for booleans, which NumPy would take as numbers)."""
+    where = "inputs[0]"
+    shape = tensor.get("shape")
+    count = check_input(tensor.get("name"), tensor.get("datatype"), shape, model, where)
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ProtocolError(f"{where}.parameters must be an object")

@@ -114,7 +114,11 @@ class ServiceSettings(BaseSettings):
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
     auth_open_paths: list[str] = ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
-    # Request limits.
+    # The Open Inference Protocol over gRPC (service/oip_grpc.py), in every worker: Triton's port;
+    # 0 = off. GRPC_HOST: the address it listens on (the container's image sets 0.0.0.0).
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    # Request limits (MAX_BODY_BYTES is also gRPC's largest message).
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)
     # Slow clients (a byte a second): the head must arrive within header_timeout_s of the connection

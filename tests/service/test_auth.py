@@ -78,3 +78,21 @@ def test_token_sources(tmp_path):
         ServiceSettings(api_token=" ").token()
     with pytest.raises(ValueError, match="No such file"):
         ServiceSettings(api_token_file=tmp_path / "missing").token()
+
+
+def test_grpc_needs_the_same_token(server):
+    """gRPC: `authorization: Bearer <token>` metadata, UNAUTHENTICATED without it; the standard
+    health service stays open (Kubernetes' gRPC probes send no token), as /livez and /readyz do."""
+    import grpc
+    import tritonclient.grpc as triton_grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_grpc.InferenceServerClient(server.grpc_address)
+    for headers in (None, {"authorization": "Bearer wrong"}):
+        with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+            client.get_model_metadata("housing_mlp", headers=headers)
+    meta = client.get_model_metadata("housing_mlp", headers={"authorization": f"Bearer {TOKEN}"})
+    assert meta.name == "housing_mlp"
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+    assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
