@@ -130,6 +130,12 @@ def preflight(models: list[tuple[bentoml.models.BentoModel, ModelSpec]], setting
                 warm_up(load_model(ref, spec, settings, device="cpu"), (1, 2))
     except (ModelNotFoundError, DeviceUnavailableError, BackendUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if settings.grpc_port:
+        # the workers share the gRPC port with SO_REUSEPORT, which would let them share it with another
+        # server too: refuse a port something already listens on
+        from service.patches.reuseport import check_port_free
+
+        check_port_free(settings.grpc_host, settings.grpc_port, setting="GRPC_PORT (0: no gRPC)")
 
 
 def load_model(

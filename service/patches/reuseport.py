@@ -24,7 +24,7 @@ stock_server_run = uvicorn.Server.run
 _reuseport = False  # set by apply(): SO_REUSEPORT only with 2+ workers
 
 
-def check_port_free(host: str, port: int, family: int = socket.AF_INET) -> None:
+def check_port_free(host: str, port: int, family: int = socket.AF_INET, setting: str = "--port") -> None:
     """SystemExit with one line naming the address when something is already bound to host:port."""
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
@@ -33,7 +33,7 @@ def check_port_free(host: str, port: int, family: int = socket.AF_INET) -> None:
             reason = "in use" if exc.errno == errno.EADDRINUSE else "not available"
             raise SystemExit(
                 f"error: {host}:{port} is already {reason} ({exc.strerror}); stop what listens there or "
-                "pick another --port"
+                f"pick another {setting}"
             ) from None
 
 

@@ -177,3 +177,15 @@ def test_port_in_use_stops_start_up_with_one_line(smoke_models, workers):
             Server(models_env(smoke_models, WORKERS=workers), startup_timeout=120, port=port)
     out = str(info.value)
     assert f"error: 127.0.0.1:{port} is already in use" in out and "Traceback" not in out
+
+
+def test_grpc_port_in_use_stops_start_up_with_one_line(smoke_models):
+    """The workers share GRPC_PORT with SO_REUSEPORT: a port another server holds is refused before
+    they start (else the two servers would split its connections)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _failed_start(models_env(smoke_models, WORKERS="2", GRPC_PORT=str(port)))
+    assert f"error: 127.0.0.1:{port} is already in use" in out and "GRPC_PORT" in out
+    assert "Traceback" not in out
