@@ -14,10 +14,12 @@ DATA_DIR ?= data
 export DATA_DIR
 export BENTOML_DO_NOT_TRACK := true
 PORT ?= 3000
+GRPC_PORT ?= 8001
+IMAGE ?= model_serving:latest
 URL := http://127.0.0.1:$(PORT)
 
 .PHONY: help setup setup-gpu train train-housing train-mnist train-digits models serve build loadtest main test test-gpu \
-	gpu-check gpu-train gpu-test gpu-sweep gpu-report gpu-prepare gpu-rehearse container container-gpu test-container container-deps \
+	gpu-check gpu-train gpu-test gpu-sweep gpu-report gpu-prepare gpu-rehearse container container-gpu test-container run-container container-deps \
 	clean-container lint clean
 
 help:  ## list the targets
@@ -126,6 +128,12 @@ container-gpu: $(SETUP)  ## the gpu image (torch CUDA build + onnxruntime-gpu) -
 test-container: $(SETUP)  ## run the cpu image on 127.0.0.1 and test it (builds it first when missing)
 	mkdir -p reports
 	CONTAINER_REPORT=reports/container.json $(PY) -m pytest -m container tests/container -s
+
+# The image lives in build/containers' storage (podman) or Docker's: run it with the engine's settings.
+run-container:  ## run the cpu image on 127.0.0.1:3000 (HTTP) and :8001 (gRPC); Ctrl+C stops it
+	source deploy/container/engine.sh && image=$(IMAGE) && if [ "$$CONTAINER_ENGINE" = podman ]; then \
+		image=localhost/$$image; fi && $$CONTAINER_ENGINE run --rm $$RUN_FLAGS \
+		-p 127.0.0.1:$(PORT):3000 -p 127.0.0.1:$(GRPC_PORT):8001 $$image
 
 container-deps:  ## Debian: the engine and the stand-in base image's tools (buildah, podman, runc, mmdebstrap)
 	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null || \

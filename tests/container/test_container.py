@@ -96,11 +96,13 @@ class Container:
     def __init__(self, image: str, *flags: str, env: dict | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_address = f"127.0.0.1:{free_port()}"  # the image's gRPC port, 8001
         env_flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
         self.t0 = time.monotonic()
         self.id = engine(
-            "run", "-d", *run_flags(), *flags, *env_flags, "-p", f"127.0.0.1:{self.port}:3000", image
-        ).stdout.strip()
+            "run", "-d", *run_flags(), *flags, *env_flags, "-p", f"127.0.0.1:{self.port}:3000",
+            "-p", f"{self.grpc_address}:8001", image,
+        ).stdout.strip()  # fmt: skip
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Seconds from `run` to the first 200 of /readyz."""
@@ -167,6 +169,20 @@ def test_answers_equal_the_image_model_files_run_offline(container, housing, mni
     assert r.status_code == 200, r.text
     x_png = to_mnist(Image.open(io.BytesIO(png)))[None, None].astype(np.float32)
     assert r.json()["label"] == int(mnist_session.run(None, {MNIST.input_name: x_png})[0].argmax())
+
+
+def test_grpc_serves_in_the_container_as_http_does(container, housing):
+    """The image serves the Open Inference Protocol over gRPC on 8001 (GRPC_HOST=0.0.0.0 inside it)."""
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(container.grpc_address)
+    assert client.is_server_ready() and client.is_model_ready("housing_mlp")
+    rows = housing.test.x[:5]
+    x = triton_grpc.InferInput("features", list(rows.shape), "FP32")
+    x.set_data_from_numpy(rows)
+    got = client.infer("housing_mlp", [x]).as_numpy("value")[:, 0]
+    expected = requests.post(f"{container.url}/predict_housing", json={"features": rows.tolist()}, timeout=10)
+    np.testing.assert_allclose(got, expected.json(), rtol=1e-6)
 
 
 def test_runs_as_non_root_without_torch(container, image):
