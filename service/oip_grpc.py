@@ -211,6 +211,7 @@ class GrpcServer:
             Servicer(self.api, s.token(), s.request_timeout_s), self.server
         )
         health_servicer(self.api, self.server)
+        reflection(self.server)
         address = f"{s.grpc_host}:{s.grpc_port}"
         if self.server.add_insecure_port(address) == 0:
             raise RuntimeError(f"gRPC: cannot listen on {address} (GRPC_PORT)")
@@ -221,6 +222,20 @@ class GrpcServer:
         if self.server is not None:
             await self.server.stop(grace_s)
             self.server = None
+
+
+def reflection(server) -> None:
+    """gRPC server reflection (grpcurl, Postman, ... list and describe the services without .proto
+    files): the inference service, health and reflection itself."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection as grpc_reflection
+
+    names = (
+        service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        grpc_reflection.SERVICE_NAME,
+    )
+    grpc_reflection.enable_server_reflection(names, server)
 
 
 def health_servicer(api, server) -> None:

@@ -163,3 +163,18 @@ def test_malformed_messages_get_the_right_status_and_nothing_else_breaks(format_
     out = stub.ModelInfer(nan, timeout=30)
     assert np.isnan(np.frombuffer(out.raw_output_contents[0], "<f4")).all()
     assert stub.ModelInfer(_request(), timeout=30).outputs[0].name == "value"  # fine afterwards
+
+
+def test_server_reflection_describes_the_services(format_server):
+    """What grpcurl uses to list and call the services without .proto files."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    channel = grpc.insecure_channel(format_server.grpc_address)
+    database = ProtoReflectionDescriptorDatabase(channel)
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= set(database.get_services())
+    service = DescriptorPool(database).FindServiceByName("inference.GRPCInferenceService")
+    assert {"ModelInfer", "ModelMetadata", "ModelConfig", "ModelStatistics", "ServerReady"} <= {
+        m.name for m in service.methods
+    }
+    channel.close()
