@@ -24,13 +24,19 @@ import os
 import time
 from collections import Counter
 
+import grpc
+import grpc.experimental.gevent as grpc_gevent
 import numpy as np
-from locust import FastHttpUser, events, task
+from locust import FastHttpUser, User, events, task
 
 from loadtests.catalog import endpoints
-from loadtests.payloads import json_bodies, mnist_test, png_bytes, v2_bodies
+from loadtests.payloads import grpc_requests, json_bodies, mnist_test, png_bytes, v2_bodies
 from loadtests.protocol import server_timing, v2_output
 from models import registry
+
+# grpc's blocking calls must yield to gevent's other users (Locust's gRPC pattern); done when Locust
+# loads this file, before any channel exists
+grpc_gevent.init_gevent()
 
 POOL = 256  # distinct request bodies per endpoint, built once per process before users start
 CHECKED: Counter[str] = Counter()
@@ -57,6 +63,12 @@ def _(parser):
         default=1,
         env_var="LOCUST_ITEMS",
         help="items per request of the other models' users (loadtests/catalog.py)",
+    )
+    parser.add_argument(
+        "--grpc-host",
+        default="127.0.0.1:8001",
+        env_var="LOCUST_GRPC_HOST",
+        help="host:port of the server's gRPC port (the V2*GrpcUser classes)",
     )
     parser.add_argument(
         "--wait-ms",
@@ -256,13 +268,76 @@ class _V2User(_CheckedUser):
         self.post_checked(lambda resp: check_v2(resp, *expected), data=body, headers=headers)
 
 
+class _GrpcUser(User):
+    """ModelInfer over gRPC (Locust's gRPC pattern: grpc made gevent-friendly, each call reported as
+    a request event), the output checked as the REST users check it."""
+
+    abstract = True
+    route = ""
+    model = ""
+    items_option = "items"
+
+    def wait_time(self):
+        return self.environment.parsed_options.wait_ms / 1000
+
+    @classmethod
+    def make_bodies(cls, options):
+        return grpc_requests(cls.model, getattr(options, cls.items_option), POOL, seed=os.getpid())
+
+    def on_start(self):
+        from tritonclient.grpc import service_pb2_grpc
+
+        self.i = int(np.random.default_rng().integers(POOL))
+        self.channel = grpc.insecure_channel(self.environment.parsed_options.grpc_host)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def on_stop(self):
+        self.channel.close()
+
+    @task
+    def infer(self):
+        self.i = (self.i + 1) % POOL
+        request = BODIES[self.route][self.i]
+        spec = registry.get(self.model).spec
+        expected = (
+            len(request.raw_input_contents[0]) // 4 // int(np.prod(spec.input_shape)),
+            *spec.output_shape,
+        )
+        start, error, size = time.time(), None, 0
+        t0 = time.perf_counter()
+        try:
+            response, call = self.stub.ModelInfer.with_call(request, timeout=60)
+        except grpc.RpcError as exc:
+            error = f"{exc.code().name}: {exc.details()}"
+        else:
+            size = response.ByteSize()
+            out = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+            if out.size != int(np.prod(expected)):
+                error = f"{spec.output_name} has {out.size} values, expected shape {expected}"
+            elif not np.isfinite(out).all():
+                error = f"{spec.output_name} has non-finite values"
+            timing = server_timing(dict(call.trailing_metadata()).get("server-timing"))
+            if "queue" in timing and "compute" in timing:
+                acc = TIMING.setdefault(self.route, [0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += float(timing["queue"])
+                acc[2] += float(timing["compute"])
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        WINDOW[:] = [WINDOW[0] if WINDOW else start, time.time()]
+        CHECKED[self.route] += 1
+        self.environment.events.request.fire(
+            request_type="grpc", name=self.route, response_time=elapsed_ms, response_length=size,
+            exception=RuntimeError(error) if error else None, context={},
+        )  # fmt: skip
+
+
 # One user class per endpoint of the catalogue (HousingUser, DigitsJsonUser, V2DigitsBinaryUser, ...,
 # DigitsMlpJsonUser, ...), as module globals: Locust finds them here.
 for _e in endpoints().values():
     if _e.kind == "upload":
         continue
-    _base = _JsonUser if _e.kind == "json" else _V2User
+    _base = {"json": _JsonUser, "v2_grpc": _GrpcUser}.get(_e.kind, _V2User)
     _attrs = {"route": _e.name, "path": _e.path, "model": _e.model, "items_option": _e.items_option}
-    if _e.kind != "json":
+    if _e.kind in ("v2_json", "v2_binary"):
         _attrs["binary"] = _e.kind == "v2_binary"
     globals()[_e.user] = type(_e.user, (_base,), {**_attrs, "__module__": __name__})

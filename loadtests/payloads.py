@@ -60,3 +60,19 @@ def v2_bodies(model: str, per_request: int, count: int, seed: int, binary: bool)
     spec, rows = registry.get(model).spec, test_split(model).x
     picks = _picks(rows, per_request, count, seed)
     return [v2_body(spec.input_name, rows[p], spec.output_name, binary) for p in picks]
+
+
+def grpc_requests(model: str, per_request: int, count: int, seed: int) -> list:
+    """`count` gRPC ModelInferRequest messages for `model`, `per_request` rows / images of the test
+    split each as raw little-endian FP32 (`raw_input_contents`, as tritonclient.grpc sends them)."""
+    from tritonclient.grpc import service_pb2
+
+    spec, rows = registry.get(model).spec, test_split(model).x
+    out = []
+    for p in _picks(rows, per_request, count, seed):
+        request = service_pb2.ModelInferRequest(model_name=model)
+        request.inputs.add(name=spec.input_name, datatype="FP32", shape=[per_request, *spec.input_shape])
+        request.outputs.add(name=spec.output_name)
+        request.raw_input_contents.append(np.ascontiguousarray(rows[p], dtype="<f4").tobytes())
+        out.append(request)
+    return out

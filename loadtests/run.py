@@ -154,7 +154,14 @@ def request_sizes(endpoint: str, args) -> list[int]:
 
 
 def run_locust(
-    url: str, endpoint: str, users: int, items: int, args, prefix: Path, sampler: ResourceSampler
+    url: str,
+    endpoint: str,
+    users: int,
+    items: int,
+    args,
+    prefix: Path,
+    sampler: ResourceSampler,
+    grpc_host: str = "127.0.0.1:8001",
 ) -> None:
     user_class, option = ENDPOINTS[endpoint].user, ENDPOINTS[endpoint].items_option
     sizes = {"housing_rows": 1, "mnist_images": 1, "items": 1, **({option: items} if option else {})}
@@ -163,7 +170,7 @@ def run_locust(
         "--host", url, "-u", str(users), "-r", str(users), "-t", f"{args.duration}s", "--stop-timeout", "10",
         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING",
         "--housing-rows", str(sizes["housing_rows"]), "--mnist-images", str(sizes["mnist_images"]),
-        "--items", str(sizes["items"]),
+        "--items", str(sizes["items"]), "--grpc-host", grpc_host,
         "--checks-file", f"{prefix}-checks", user_class,
     ]  # fmt: skip
     if args.processes > 1:
@@ -233,7 +240,7 @@ def measure(
     sampler = ResourceSampler(server.proc.pid, period=0.5, gpu=device == "cuda")
     sampler.start()
     try:
-        run_locust(server.url, endpoint, users, items, args, prefix, sampler)
+        run_locust(server.url, endpoint, users, items, args, prefix, sampler, server.grpc_address)
     finally:
         sampler.stop(Path(f"{prefix}-resources.csv"))
     after = batch_histogram(metrics_text(server))
