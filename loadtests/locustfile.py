@@ -288,7 +288,10 @@ class _GrpcUser(User):
         from tritonclient.grpc import service_pb2_grpc
 
         self.i = int(np.random.default_rng().integers(POOL))
-        self.channel = grpc.insecure_channel(self.environment.parsed_options.grpc_host)
+        # a connection of its own per user (grpc's global subchannel pool would put every user's
+        # channel on one connection, so on one server worker), as the HTTP users have
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self.channel = grpc.insecure_channel(self.environment.parsed_options.grpc_host, options=options)
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
 
     def on_stop(self):
