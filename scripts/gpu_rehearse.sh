@@ -36,14 +36,16 @@ if [ ! -f "$BASE/.ready" ]; then
     pip_quiet "$BASE/bin/pip" install -q $TORCH
     touch "$BASE/.ready"
 fi
-# the other packages that machine has (at the versions installed here), without what torch brought;
-# every time, so that a dependency added since the stand-in was made is there too
+# the other packages that machine has, at the versions installed here (what torch brought stays as
+# torch needs it); every time, so that a dependency added or moved since the stand-in was made is too
 "$BASE/bin/python" - "$DIR/present.txt" >"$DIR/present-missing.txt" <<'PYEOF'
 import importlib.metadata as md, re, sys
 def cn(name): return re.sub(r"[-_.]+", "-", name).lower()
-have = {cn(d.metadata["Name"]) for d in md.distributions()}
+have = {cn(d.metadata["Name"]): d.version for d in md.distributions()}
+torch_deps = {cn(re.split(r"[ ;<>=!~\[]", r)[0]) for r in md.requires("torch") or []} | {"torch", "torchvision"}
 for line in open(sys.argv[1]):
-    if cn(line.split("==")[0]) not in have:
+    name, _, version = line.strip().partition("==")
+    if cn(name) not in have or (have[cn(name)] != version and cn(name) not in torch_deps):
         print(line.strip())
 PYEOF
 if [ -s "$DIR/present-missing.txt" ]; then
