@@ -42,10 +42,11 @@ fi
 import importlib.metadata as md, re, sys
 def cn(name): return re.sub(r"[-_.]+", "-", name).lower()
 have = {cn(d.metadata["Name"]): d.version for d in md.distributions()}
-torch_deps = {cn(re.split(r"[ ;<>=!~\[]", r)[0]) for r in md.requires("torch") or []} | {"torch", "torchvision"}
+def torch_own(name):  # torch, its CUDA stack and compiler: the GPU machine's own, as torch needs them
+    return name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))
 for line in open(sys.argv[1]):
     name, _, version = line.strip().partition("==")
-    if cn(name) not in have or (have[cn(name)] != version and cn(name) not in torch_deps):
+    if cn(name) not in have or (have[cn(name)] != version and not torch_own(cn(name))):
         print(line.strip())
 PYEOF
 if [ -s "$DIR/present-missing.txt" ]; then
