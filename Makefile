@@ -89,10 +89,10 @@ GPU_CHECK := import sys, torch; ok = torch.cuda.is_available(); print('GPU:', to
 gpu-check: $(SETUP)  ## stop at once, in one line, where there is no usable GPU
 	@$(PY) -c "$(GPU_CHECK)"
 
-gpu-train: gpu-check  ## train both models on the GPU (epoch times in metrics.json), export with parity on the GPU
+gpu-train: gpu-check  ## train every model of the registry on the GPU (epoch times in metrics.json), export + parity there
 	mkdir -p $(GPU_REPORT)
-	$(PY) -m training.housing --device cuda --out-dir $(GPU_REPORT)/train/housing_mlp
-	$(PY) -m training.mnist --device cuda --out-dir $(GPU_REPORT)/train/mnist_cnn
+	for model in $$($(PY) -c "from models import registry; print(*registry.models())"); do \
+		$(PY) -m training $$model --device cuda --out-dir $(GPU_REPORT)/train/$$model || exit 1; done
 
 gpu-test: gpu-check  ## the GPU tests, and accuracy over HTTP on the GPU with the trained models
 	mkdir -p $(GPU_REPORT)
