@@ -125,6 +125,14 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         await self._authorized(context)
         model = await self._model(context, request.model_name, request.model_version)
+        v2 = model.endpoint.v2
+        names = [o.name for o in request.outputs] or [t.name for t in v2.outputs]
+        unknown = [n for n in names if v2.output(n) is None]
+        if unknown:  # refused before it can reach a batch
+            known = [t.name for t in v2.outputs]
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"outputs: {unknown} unknown; {v2.name} has {known}"
+            )
         timing = Timing()
         try:
             x = decode(request, model.endpoint.v2)
@@ -140,14 +148,6 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"Not able to process the request in {self.timeout_s:g} seconds (REQUEST_TIMEOUT_S)",
-            )
-        v2 = model.endpoint.v2
-        names = [o.name for o in request.outputs] or [t.name for t in v2.outputs]
-        unknown = [n for n in names if v2.output(n) is None]
-        if unknown:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"outputs: {unknown} unknown; {v2.name} has {[t.name for t in v2.outputs]}",
             )
         values = v2.output_values(rows, names)
         response = service_pb2.ModelInferResponse(
