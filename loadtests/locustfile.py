@@ -116,6 +116,17 @@ def _(environment, **_kwargs):
             json.dump({"checked": dict(CHECKED), "window": WINDOW, "timing": TIMING}, f)
 
 
+def record_timing(route: str, header: str | None) -> None:
+    """Add an answer's Server-Timing queue and compute durations to the route's sums (HTTP header or
+    gRPC trailing metadata)."""
+    timing = server_timing(header)
+    if "queue" in timing and "compute" in timing:
+        acc = TIMING.setdefault(route, [0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += float(timing["queue"])
+        acc[2] += float(timing["compute"])
+
+
 def _wrong(check: bool, message: str) -> str | None:
     return None if check else message
 
@@ -197,12 +208,7 @@ class _CheckedUser(FastHttpUser):
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return
-            timing = server_timing(resp.headers.get("server-timing"))
-            if "queue" in timing and "compute" in timing:
-                acc = TIMING.setdefault(self.route, [0, 0.0, 0.0])
-                acc[0] += 1
-                acc[1] += float(timing["queue"])
-                acc[2] += float(timing["compute"])
+            record_timing(self.route, resp.headers.get("server-timing"))
             error = check(resp)
             if error:
                 resp.failure(error)
@@ -319,12 +325,7 @@ class _GrpcUser(User):
                 error = f"{spec.output_name} has {out.size} values, expected shape {expected}"
             elif not np.isfinite(out).all():
                 error = f"{spec.output_name} has non-finite values"
-            timing = server_timing(dict(call.trailing_metadata()).get("server-timing"))
-            if "queue" in timing and "compute" in timing:
-                acc = TIMING.setdefault(self.route, [0, 0.0, 0.0])
-                acc[0] += 1
-                acc[1] += float(timing["queue"])
-                acc[2] += float(timing["compute"])
+            record_timing(self.route, dict(call.trailing_metadata()).get("server-timing"))
         elapsed_ms = (time.perf_counter() - t0) * 1000
         WINDOW[:] = [WINDOW[0] if WINDOW else start, time.time()]
         CHECKED[self.route] += 1

@@ -75,10 +75,26 @@ class Splits:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
 
 
+def holdout_splits(x: np.ndarray, y: np.ndarray, dataset: str, **notes: str) -> Splits:
+    """DESIGN.md's split of a dataset without an official one: 25 % test, then 25 % of the rest for
+    validation (scikit-learn's train_test_split defaults, random_state=SPLIT_SEED)."""
+    from sklearn.model_selection import train_test_split
+
+    x_train_full, x_test, y_train_full, y_test = train_test_split(x, y, random_state=SPLIT_SEED)
+    x_train, x_valid, y_train, y_valid = train_test_split(x_train_full, y_train_full, random_state=SPLIT_SEED)
+    definition = {
+        "dataset": dataset,
+        "rows": int(len(y)),
+        "test": f"train_test_split(X, y, random_state={SPLIT_SEED}) (25 %)",
+        "valid": f"train_test_split(X_train_full, y_train_full, random_state={SPLIT_SEED}) (25 %)",
+        **notes,
+    }
+    return Splits(Split(x_train, y_train), Split(x_valid, y_valid), Split(x_test, y_test), definition)
+
+
 def load_housing(data_dir: Path, download: bool = True) -> Splits:
     """California Housing with DESIGN.md's split: 25 % test, then 25 % of the rest for validation."""
     from sklearn.datasets import fetch_california_housing
-    from sklearn.model_selection import train_test_split
 
     try:
         x, y = fetch_california_housing(
@@ -87,18 +103,12 @@ def load_housing(data_dir: Path, download: bool = True) -> Splits:
     except OSError as exc:  # IOError when download_if_missing=False, URLError/socket errors online
         reason = "download is disabled" if not download else f"the download failed ({exc})"
         raise _missing("California Housing", data_dir, "cal_housing_py3.pkz", reason) from None
-    x = x.astype(np.float32)
-    y = y.astype(np.float32)
-    x_train_full, x_test, y_train_full, y_test = train_test_split(x, y, random_state=SPLIT_SEED)
-    x_train, x_valid, y_train, y_valid = train_test_split(x_train_full, y_train_full, random_state=SPLIT_SEED)
-    definition = {
-        "dataset": "sklearn.datasets.fetch_california_housing",
-        "rows": int(len(y)),
-        "test": f"train_test_split(X, y, random_state={SPLIT_SEED}) (25 %)",
-        "valid": f"train_test_split(X_train_full, y_train_full, random_state={SPLIT_SEED}) (25 %)",
-        "standardization": "fitted on the train split only",
-    }
-    splits = Splits(Split(x_train, y_train), Split(x_valid, y_valid), Split(x_test, y_test), definition)
+    splits = holdout_splits(
+        x.astype(np.float32),
+        y.astype(np.float32),
+        dataset="sklearn.datasets.fetch_california_housing",
+        standardization="fitted on the train split only",
+    )
     logger.info("California Housing from %s: %s", data_dir, splits.sizes())
     return splits
 
@@ -166,19 +176,10 @@ def load_digits(data_dir: Path | None = None, download: bool = True) -> Splits:
     of California Housing: 25 % test, then 25 % of the rest for validation (random_state=SPLIT_SEED).
     Images are float32 (N, 1, 8, 8) with intensities 0..16: the exported model's raw input."""
     from sklearn.datasets import load_digits as sk_load_digits
-    from sklearn.model_selection import train_test_split
 
     x, y = sk_load_digits(return_X_y=True)
-    x = x.astype(np.float32).reshape(-1, 1, 8, 8)
-    y = y.astype(np.int64)
-    x_train_full, x_test, y_train_full, y_test = train_test_split(x, y, random_state=SPLIT_SEED)
-    x_train, x_valid, y_train, y_valid = train_test_split(x_train_full, y_train_full, random_state=SPLIT_SEED)
-    definition = {
-        "dataset": "sklearn.datasets.load_digits",
-        "rows": int(len(y)),
-        "test": f"train_test_split(X, y, random_state={SPLIT_SEED}) (25 %)",
-        "valid": f"train_test_split(X_train_full, y_train_full, random_state={SPLIT_SEED}) (25 %)",
-    }
-    splits = Splits(Split(x_train, y_train), Split(x_valid, y_valid), Split(x_test, y_test), definition)
+    splits = holdout_splits(
+        x.astype(np.float32).reshape(-1, 1, 8, 8), y.astype(np.int64), dataset="sklearn.datasets.load_digits"
+    )
     logger.info("scikit-learn digits: %s", splits.sizes())
     return splits
