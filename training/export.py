@@ -319,8 +319,10 @@ GENERATED_KEYS = (
 
 def reexport(tag: str, data_dir: Path, out_dir: Path, formats: tuple[str, ...] | None, download: bool) -> str:
     """A new version of a stored model: its checkpoint rebuilt, every (or each named) format exported
-    on this machine's devices, the parity gate on its test split, its metrics and labels kept, its
-    parent named in the metadata. Returns the new tag."""
+    on this machine's devices, the parent's files of the other formats and devices kept (a CUDA
+    package added on a GPU machine leaves the ONNX file served on CPUs in place), the parity gate on
+    all of them with the test split, its metrics and labels kept, its parent named in the metadata.
+    Returns the new tag."""
     import bentoml
 
     from models import registry
@@ -343,9 +345,16 @@ def reexport(tag: str, data_dir: Path, out_dir: Path, formats: tuple[str, ...] |
     metadata = {k: v for k, v in parent.items() if k not in GENERATED_KEYS}
     metadata["parent"] = {"tag": str(stored.tag), "formats": sorted(parent.get(METADATA_KEY, {}))}
     logger.info("re-exporting %s (%s) on %s", stored.tag, ", ".join(formats or FORMATS), machine_devices())
-    return export_and_register(
-        model, entry.spec, parity_inputs, out_dir, metadata, labels=dict(stored.info.labels), formats=formats
-    )
+    fresh = export(model, entry.spec, parity_inputs[:8], out_dir, formats)
+    files: dict[str, dict[str, Path]] = {}
+    for name, info in parent.get(METADATA_KEY, {}).items():
+        kept = {d: folder / f for d, f in info["files"].items() if name in FORMATS and (folder / f).is_file()}
+        if kept:
+            files[name] = kept
+    for name, by_device in fresh.files.items():
+        files[name] = {**files.get(name, {}), **by_device}
+    merged = ExportedFiles(files, fresh.failures, fresh.checkpoint)
+    return register(model, entry.spec, merged, parity_inputs, metadata, labels=dict(stored.info.labels))
 
 
 def main(argv: list[str] | None = None) -> str:

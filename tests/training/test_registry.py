@@ -94,10 +94,13 @@ def test_a_stored_version_is_re_exported_from_its_checkpoint(smoke_models, tmp_p
         meta["config"] == parent.info.metadata["config"]
         and meta["training"] == parent.info.metadata["training"]
     )
-    assert set(meta["formats"]) == {"onnx", "torchscript"} and set(meta["parity"]["max_abs_error"]) == {
-        "onnx",
-        "torchscript",
-    }
+    # the formats named are exported anew, the parent's others (AOTInductor here) kept byte for byte;
+    # the parity gate ran on all of them
+    assert set(meta["formats"]) == set(parent.info.metadata["formats"]) == {"onnx", "torchscript", "aoti"}
+    assert set(meta["parity"]["max_abs_error"]) == {"onnx", "torchscript", "aoti"}
+    kept = "model.cpu.pt2"
+    assert meta["files"][kept] == parent.info.metadata["files"][kept]
+    assert (Path(child.path) / kept).read_bytes() == (Path(parent.path) / kept).read_bytes()
     # the same network: the re-exported graph answers as the parent's
     import onnxruntime as ort
 
