@@ -42,8 +42,10 @@ fi
 import importlib.metadata as md, re, sys
 def cn(name): return re.sub(r"[-_.]+", "-", name).lower()
 have = {cn(d.metadata["Name"]): d.version for d in md.distributions()}
-def torch_own(name):  # torch, its CUDA stack and compiler: the GPU machine's own, as torch needs them
-    return name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))
+# torch, what it requires (setuptools < 82, sympy, ...) and its CUDA stack: as torch needs them there
+TORCH_OWN = {cn(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in md.requires("torch") or []}
+def torch_own(name):
+    return name in TORCH_OWN | {"torch", "torchvision", "triton"} or name.startswith(("nvidia-", "cuda-"))
 for line in open(sys.argv[1]):
     name, _, version = line.strip().partition("==")
     if cn(name) not in have or (have[cn(name)] != version and not torch_own(cn(name))):
