@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
 # The largest batch an exported graph must take: more than any batch the service forms, or the offline
-# benchmark runs (AOTInductor compiles guards for the range; the others are unbounded).
-MAX_EXPORT_BATCH = 1 << 16
+# benchmark runs (AOTInductor compiles guards for the range; the others are unbounded). Not 2**16:
+# on CUDA, eval-mode batch norm takes cuDNN only for batches <= 65535 (ATen's Normalization.cpp), and
+# torch.export refuses a batch range that this splits ("Constraints violated (batch)!", seen on an H200).
+MAX_EXPORT_BATCH = 65535
 
 # export(model on the CPU in eval mode, spec, example batch (>= 2 rows), destination file, device)
 Exporter = Callable[[object, ModelSpec, np.ndarray, Path, str], None]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "model-serving"
@@ -70,9 +71,33 @@ DATA_FILES = [
 ]
 
 
-def present_there(path: Path) -> set[str]:
-    lines = (ln.strip() for ln in path.read_text().splitlines())
-    return {canonicalize_name(ln) for ln in lines if ln and not ln.startswith("#")}
+def present_there(path: Path) -> dict[str, Version | None]:
+    """{package: its version there, None where not known} from the list (`name` or `name==version`)."""
+    present: dict[str, Version | None] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            present[canonicalize_name(name)] = Version(version) if version else None
+    return present
+
+
+def clashes(deps: dict[str, set[str]], present: dict[str, Version | None]) -> dict[str, str]:
+    """{package: why} for the packages the GPU machine has at a version that a requirement of this
+    project or of one of its dependencies (as installed here) excludes: those are carried too."""
+    found = {}
+    for name in [PROJECT, *deps]:
+        for text in md.distribution(name).requires or []:
+            req = Requirement(text)
+            dep = canonicalize_name(req.name)
+            there = present.get(dep)
+            if (
+                there is not None
+                and applies(req, deps.get(name, set()))
+                and not req.specifier.contains(there, prereleases=True)
+            ):
+                found[dep] = f"{name} needs {req}, the GPU machine has {there}"
+    return found
 
 
 def applies(req: Requirement, extras: set[str]) -> bool:
@@ -132,9 +157,10 @@ def wheel_requirements(wheel: Path) -> list[Requirement]:
     return [Requirement(r) for r in message.get_all("Requires-Dist") or []]
 
 
-def check(wheels: list[Path], extras: dict[str, set[str]], present: set[str]) -> list[str]:
+def check(wheels: list[Path], extras: dict[str, set[str]], present: dict[str, Version | None]) -> list[str]:
     """Every requirement of every carried wheel (with the extras asked of it): carried at a version
-    that satisfies it, or present on the GPU machine. Returns the problems."""
+    that satisfies it, or present on the GPU machine (at a version that satisfies it, where the list
+    knows it). Returns the problems."""
     carried = {}
     for wheel in wheels:
         name, version, *_ = parse_wheel_filename(wheel.name)
@@ -151,6 +177,8 @@ def check(wheels: list[Path], extras: dict[str, set[str]], present: set[str]) ->
                     problems.append(f"{wheel.name} needs {req}, carried: {dep} {carried[dep]}")
             elif dep not in present:
                 problems.append(f"{wheel.name} needs {req}: neither carried nor on the GPU machine")
+            elif present[dep] is not None and not req.specifier.contains(present[dep], prereleases=True):
+                problems.append(f"{wheel.name} needs {req}, the GPU machine has {dep} {present[dep]}")
     return problems
 
 
@@ -190,17 +218,21 @@ def main(argv: list[str] | None = None) -> int:
 
     present = present_there(args.present)
     deps = closure(PROJECT)
+    clash = clashes(deps, present)
+    for why in clash.values():
+        print(f"carried although the GPU machine has it: {why}")
     wanted = {}
     for name in sorted(deps):
-        if name in present:
+        if name in present and name not in clash:
             continue
         wanted[name] = PINS.get(name) or md.version(name)
     there = len(deps) - len(wanted)
     print(f"{len(deps)} runtime dependencies: {there} on the GPU machine, {len(wanted)} carried")
     if args.rehearsal_list:
+        # at the GPU machine's version where the list knows it (a carried wheel then shadows it, as there)
         there = dict.fromkeys(n for n in [*sorted(deps), *REHEARSAL_EXTRAS] if n in present)
         args.rehearsal_list.parent.mkdir(parents=True, exist_ok=True)
-        args.rehearsal_list.write_text("".join(f"{n}=={md.version(n)}\n" for n in there))
+        args.rehearsal_list.write_text("".join(f"{n}=={present[n] or md.version(n)}\n" for n in there))
     wheels = download(wanted, args.out / "wheels")
     problems = check(wheels, deps, present)
 

@@ -5,7 +5,8 @@
 #
 # Phases, in the order given: `train` (both models trained on the GPU in full FP32, every format
 # exported with the parity gate run there, the store archived), `measure` (accuracy over HTTP on the
-# GPU, offline ceilings, the CPU-vs-GPU load-test rows), `check` (the GPU tests on the stored models).
+# GPU, offline ceilings, the CPU-vs-GPU load-test rows), `check` (the GPU tests on the stored models),
+# `reexport` (the exports that failed in an earlier `train`, redone from the stored checkpoints).
 #
 # Run from the repository root, with `.gpu` carried (`make gpu-prepare` writes it: wheels + datasets).
 # Phases that run in one command share the machine; a phase run on a fresh machine takes the models
@@ -23,17 +24,18 @@
 #   GPU_WINDOW_SMOKE=1   small settings (the rehearsal)
 #   GPU_WINDOW_COMBOS    the load-test combinations (loadtests.run --combos)
 #   GPU_WINDOW_DURATION  seconds per load-test run
+#   GPU_WINDOW_SKIP      steps not to run, as PHASE/STEP separated by spaces (e.g. "measure/accuracy")
 set -u -o pipefail
 
 if [ $# -lt 2 ]; then
-    echo "usage: scripts/gpu_window.sh OUT PHASE... (phases: train measure check)" >&2
+    echo "usage: scripts/gpu_window.sh OUT PHASE... (phases: train reexport measure check)" >&2
     exit 2
 fi
 OUT=$(realpath -m "$1")
 shift
 PHASES=("$@")
 for phase in "${PHASES[@]}"; do
-    case $phase in train | measure | check) ;; *) echo "error: unknown phase $phase" >&2 && exit 2 ;; esac
+    case $phase in train | reexport | measure | check) ;; *) echo "error: unknown phase $phase" >&2 && exit 2 ;; esac
 done
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,6 +72,11 @@ exec > >(tee -a "$OUT/window.log") 2>&1
 step() {
     local name=$1 limit=$2 start=$EPOCHREALTIME rc left=$((BUDGET - SECONDS - 20))
     shift 2
+    if [[ " ${GPU_WINDOW_SKIP:-} " == *" $PHASE/$name "* ]]; then
+        printf '%s\t%s\tskipped\t0\n' "$PHASE" "$name" >>"$OUT/steps.tsv"
+        echo "=== $PHASE/$name SKIPPED: GPU_WINDOW_SKIP"
+        return 0
+    fi
     if [ "$left" -lt 10 ]; then
         printf '%s\t%s\tskipped\t0\n' "$PHASE" "$name" >>"$OUT/steps.tsv"
         echo "=== $PHASE/$name SKIPPED: the budget of ${BUDGET}s is spent"
@@ -125,7 +132,27 @@ restore_store() {  # a fresh machine: the models of an earlier command's store.t
     fi
 }
 
-export -f install versions restore_store
+reexport_failed() {  # every model whose newest version lists export failures, re-exported in those formats
+    "$PY" - <<'EOF' >"$WORK/failed.txt" || return 1
+import bentoml
+from models import registry
+for name in registry.models():
+    try:
+        failures = bentoml.models.get(f"{name}:latest").info.metadata.get("export_failures") or {}
+    except bentoml.exceptions.NotFound:
+        continue
+    if failures:
+        print(name, ",".join(sorted(failures)))
+EOF
+    [ -s "$WORK/failed.txt" ] || { echo "no export failures in the store: nothing to re-export"; return 0; }
+    local model formats rc=0
+    while read -r model formats; do
+        "$PY" -m training.export "$model:latest" --formats "$formats" --no-download || rc=1
+    done <"$WORK/failed.txt"
+    return $rc
+}
+
+export -f install versions restore_store reexport_failed
 
 pack() {  # $1.tar.gz of the phase's outputs (relative to $WORK/run)
     # (the exported model files are in store.tar.gz already)
@@ -152,6 +179,13 @@ for PHASE in "${PHASES[@]}"; do
         step store 60 tar -czf "$OUT/store.tar.gz" -C "$BENTOML_HOME" models
         pack train
         ;;
+    reexport)
+        # the device-bound exports that failed (metadata export_failures, e.g. a CUDA AOTInductor
+        # compile), redone from the stored checkpoints: a new version of each such model
+        step restore 60 restore_store
+        step reexport 240 reexport_failed
+        step store 60 tar -czf "$OUT/store.tar.gz" -C "$BENTOML_HOME" models
+        ;;
     check)
         step restore 60 restore_store
         # the stored models on the GPU: parity in the metadata, answers equal to the CPU's, accuracy
@@ -167,9 +201,11 @@ for PHASE in "${PHASES[@]}"; do
         step offline 120 "$PY" -m loadtests.offline --devices "cpu,$DEVICE" --seconds "$SECONDS_PER_BATCH" \
             --out "$RUN/offline.json"
         # CPU vs GPU: 1-image and 64-image requests at $USERS users, each combination started once
+        offline=()
+        [ -f "$RUN/offline.json" ] && offline=(--offline "$RUN/offline.json")
         step loadtest 360 "$PY" -m loadtests.run --combos "$COMBOS" --endpoints classify_digits \
             --mnist-images 1,64 --users "$USERS" --duration "$DURATION" --processes "$PROCESSES" \
-            --offline "$RUN/offline.json" --out "$RUN/report"
+            "${offline[@]}" --out "$RUN/report"
         [ -f "$RUN/report/report.md" ] && cp "$RUN/report/report.md" "$OUT/report.md"
         pack measure
         ;;
