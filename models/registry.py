@@ -73,6 +73,9 @@ class ModelEntry:
     json: JsonApi
     max_batch_size: int  # rows per batch (MODELS__<NAME>__MAX_BATCH_SIZE)
     max_latency_ms: int  # a request's deadline in its batcher (MODELS__<NAME>__MAX_LATENCY_MS)
+    # how long a batch short of max_batch_size waits for more requests (MODELS__<NAME>__QUEUE_DELAY_US;
+    # Triton's max_queue_delay_microseconds); 0: it runs as soon as the model is free
+    queue_delay_us: int = 0
     labels: dict[str, str] = field(default_factory=dict)  # BentoML labels of each version
     smoke_args: tuple[str, ...] = ()  # training flags of a smoke run (tests, rehearsals): seconds
     # "module:function": function(data_dir, download) -> training.data.Split, the test split alone

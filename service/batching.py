@@ -148,6 +148,7 @@ class Batcher:
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         observers: Sequence[Observer] = (),
         deadline_setting: str = "max_latency_ms",
+        queue_delay_s: float = 0.0,
     ) -> None:
         self.name = name
         self.run = run
@@ -155,6 +156,10 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.deadline_s = deadline_s
         self.deadline_setting = deadline_setting  # named in the refusal, so that a user knows the knob
+        # a batch short of max_batch_size waits until its oldest request has waited this long (Triton's
+        # max_queue_delay_microseconds): where requests reach the batcher one at a time, as gRPC calls
+        # do, a batch otherwise holds one request and each pays a whole batch's fixed cost
+        self.queue_delay_s = queue_delay_s
         self.cost = cost or CostModel(0.0, 0.0)
         shape = (max_batch_size, *self.item_shape)
         self.buffer = allocate(shape) if allocate else np.empty(shape, dtype=np.float32)
@@ -176,7 +181,7 @@ class Batcher:
         mean request size) and its own, in batches of at most max_batch_size."""
         running = max(0.0, self.busy_until - now) if self.busy_until is not None else 0.0
         ahead = self.queued_rows + self.reserved * self.mean_rows
-        return running + self.cost.seconds(ahead + rows, self.max_batch_size)
+        return running + self.queue_delay_s + self.cost.seconds(ahead + rows, self.max_batch_size)
 
     def admit(self, rows: float, now: float | None = None) -> float:
         """Admission by deadline: the seconds until a request of `rows` rows arriving now would be
@@ -299,6 +304,8 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.queue_delay_s and self.queued_rows < self.max_batch_size:
+                await self._hold()
             parts, size = self._take()
             if not parts:
                 continue
@@ -329,6 +336,19 @@ class Batcher:
                 self._observe(
                     observer.batch_done, size, len(parts), input_s, infer_s, output_s, len(self.queue)
                 )
+
+    async def _hold(self) -> None:
+        """Wait until the queue holds a full batch or its oldest request has waited queue_delay_s."""
+        while self.queue and self.queued_rows < self.max_batch_size:
+            wait = self.queue[0].timing.enqueue + self.queue_delay_s - time.perf_counter()
+            if wait <= 0:
+                return
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
 
     def _deliver(
         self, parts: list[Part], pieces: list[np.ndarray], start: float, phases: tuple, size: int, end: float

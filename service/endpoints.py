@@ -41,6 +41,7 @@ class Endpoint:
     max_batch_size: int  # rows per batch
     deadline_ms: int  # admission: a request that would be answered later is refused (503)
     deadline_setting: str  # the environment variable that sets it
+    queue_delay_us: int = 0  # a batch short of max_batch_size waits this long for more requests
 
     @property
     def name(self) -> str:
@@ -91,6 +92,7 @@ def endpoint_of(entry: ModelEntry) -> Endpoint:
         max_batch_size=limits.max_batch_size,
         deadline_ms=limits.max_latency_ms,
         deadline_setting=f"MODELS__{entry.name.upper()}__MAX_LATENCY_MS",
+        queue_delay_us=limits.queue_delay_us,
     )
 
 

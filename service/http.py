@@ -101,6 +101,7 @@ class LiveModel:
             allocate=getattr(served.backend, "allocate", None),  # pinned host memory on a GPU
             observers=observers,
             deadline_setting=endpoint.deadline_setting,
+            queue_delay_s=endpoint.queue_delay_us / 1e6,
         )
         return cls(endpoint, served, batcher, stats)
 

@@ -29,6 +29,10 @@ class ModelSettings(BaseModel):
     max_batch_size: int | None = Field(None, ge=2)
     max_latency_ms: int | None = Field(None, ge=1)
     max_items: int | None = Field(None, ge=1)  # rows / images per request (its JSON field and V2)
+    # how long a batch short of max_batch_size waits for more requests, from its oldest request's
+    # arrival (Triton's max_queue_delay_microseconds): trades that much latency for fuller batches
+    # where requests arrive one by one (gRPC: BENCHMARKS.md)
+    queue_delay_us: int | None = Field(None, ge=0, le=1_000_000)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ModelLimits:
     max_batch_size: int
     max_latency_ms: int
     max_items: int
+    queue_delay_us: int
 
 
 # The flat names of the first two models, kept as aliases of their MODELS__<NAME>__* settings.
@@ -154,6 +159,7 @@ class ServiceSettings(BaseSettings):
             max_batch_size=pick("max_batch_size", entry.max_batch_size),
             max_latency_ms=pick("max_latency_ms", entry.max_latency_ms),
             max_items=pick("max_items", entry.json.max_items),
+            queue_delay_us=pick("queue_delay_us", entry.queue_delay_us),
         )
 
     @field_validator("model_backend")

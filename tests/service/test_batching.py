@@ -70,6 +70,32 @@ def test_requests_queued_while_the_model_is_busy_form_one_batch_and_get_their_ow
     assert all(x.flags["C_CONTIGUOUS"] and x.dtype == np.float32 for x in backend.batches)
 
 
+def test_a_queue_delay_lets_requests_arriving_one_by_one_share_a_batch():
+    """Requests that reach an idle model one at a time (as gRPC calls do) run alone without a queue
+    delay; with one (Triton's max_queue_delay_microseconds), a batch waits for its oldest request's
+    delay or a full batch, whichever comes first."""
+
+    async def arrive(b, n, gap_s):
+        tasks = []
+        for i in range(n):
+            tasks.append(asyncio.ensure_future(b.infer(rows([i]))))
+            await asyncio.sleep(gap_s)
+        out = await asyncio.gather(*tasks)
+        await b.close()
+        return out
+
+    alone, delayed, full = FakeBackend(), FakeBackend(), FakeBackend()
+    run(arrive(batcher(alone, max_batch=64), 6, 0.01))
+    assert [len(x) for x in alone.batches] == [1] * 6
+    out = run(arrive(batcher(delayed, max_batch=64, queue_delay_s=0.2), 6, 0.01))
+    assert [len(x) for x in delayed.batches] == [6]
+    assert [answer.ravel().tolist() for answer in out] == [[2.0 * i] for i in range(6)]
+    # a full batch does not wait for the delay
+    start = time.perf_counter()
+    run(arrive(batcher(full, max_batch=4, queue_delay_s=5.0), 8, 0.0))
+    assert [len(x) for x in full.batches] == [4, 4] and time.perf_counter() - start < 2.0
+
+
 def test_a_request_larger_than_a_batch_is_split_and_joined_in_order():
     backend = FakeBackend()
 

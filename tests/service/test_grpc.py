@@ -24,7 +24,10 @@ from tests.conftest import models_env, offline_outputs, server_pool
 @pytest.fixture(scope="module")
 def servers(smoke_models, tmp_path_factory):
     def env_of(backend: str) -> dict:
-        return models_env(smoke_models, MODEL_BACKEND=backend, WORKERS="2", MAX_BODY_BYTES=str(4 << 20))
+        return models_env(
+            smoke_models, MODEL_BACKEND=backend, WORKERS="2", MAX_BODY_BYTES=str(4 << 20),
+            MODELS__DIGITS_MLP__QUEUE_DELAY_US="50000",  # test_a_queue_delay_holds_a_lone_call_...
+        )  # fmt: skip
 
     with server_pool(tmp_path_factory, env_of) as get:
         yield get
@@ -163,6 +166,20 @@ def test_malformed_messages_get_the_right_status_and_nothing_else_breaks(format_
     out = stub.ModelInfer(nan, timeout=30)
     assert np.isnan(np.frombuffer(out.raw_output_contents[0], "<f4")).all()
     assert stub.ModelInfer(_request(), timeout=30).outputs[0].name == "value"  # fine afterwards
+
+
+def test_a_queue_delay_holds_a_lone_call_for_its_batch(format_server, stub):
+    """MODELS__DIGITS_MLP__QUEUE_DELAY_US (50 ms here; Triton's max_queue_delay_microseconds): a call
+    alone in its batcher waits that long for others to join its batch, as its server-timing says; a
+    model without one runs it at once. (That calls then share batches: tests/service/test_batching.py.)"""
+    import re
+
+    def queue_ms(request) -> float:
+        _, call = stub.ModelInfer.with_call(request, timeout=30)
+        return float(re.search(r"queue;dur=([0-9.]+)", dict(call.trailing_metadata())["server-timing"])[1])
+
+    assert queue_ms(_request(model="digits_mlp", name="images", shape=[1, 1, 8, 8])) >= 45
+    assert queue_ms(_request()) < 45
 
 
 def test_server_reflection_describes_the_services(format_server):
