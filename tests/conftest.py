@@ -143,3 +143,45 @@ def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:
     )
     with torch.inference_mode():
         return module(torch.from_numpy(x)).numpy()
+
+
+PERF_ANALYZER = REPO / "scripts" / "perf_analyzer.sh"
+
+
+@pytest.fixture(scope="session")
+def perf_analyzer() -> str:
+    """Triton's perf_analyzer (scripts/perf_analyzer.sh), or a skip saying why it cannot be set up."""
+    try:
+        proc = subprocess.run([str(PERF_ANALYZER), "--version"], capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"perf_analyzer could not be set up here: {exc}")
+    if "Perf Analyzer Version" not in proc.stdout + proc.stderr:  # (--version exits 1)
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"perf_analyzer could not be set up here: {last}")
+    return str(PERF_ANALYZER)
+
+
+def run_perf_analyzer(
+    binary: str, model: str, address: str, protocol: str, data: str, concurrency: tuple[int, ...]
+) -> str:
+    """perf_analyzer, unchanged, at each concurrency (1 s windows): it finishes, every level counts
+    requests, and its server-side columns (Triton's statistics of the server) are filled in."""
+    import re
+
+    levels = f"{concurrency[0]}:{concurrency[-1]}:{max(1, concurrency[-1] - concurrency[0])}"
+    cmd = [
+        binary, "-m", model, "-u", address, "-i", protocol, "--concurrency-range", levels,
+        "--measurement-interval", "1000", "--stability-percentage", "50", "--max-trials", "5",
+    ]  # fmt: skip
+    if data == "zero":
+        cmd += ["--input-data", "zero"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for level in concurrency:
+        assert f"Request concurrency: {level}" in out, out[-3000:]
+    counts = [int(n) for n in re.findall(r"Successful request count: (\d+)", out)]
+    assert len(counts) == len(concurrency) and min(counts) > 0, out[-3000:]
+    latency = re.findall(r"compute infer (\d+) usec", out)
+    assert len(latency) == len(concurrency) and all(int(v) > 0 for v in latency), out[-3000:]
+    return out

@@ -34,6 +34,7 @@ from loadtests.server import REPO, free_port
 from models.formats import FORMATS
 from models.specs import HOUSING, MNIST
 from service.images import to_mnist
+from tests.conftest import run_perf_analyzer
 from tests.service.test_shutdown import in_progress
 
 pytestmark = pytest.mark.container
@@ -183,6 +184,12 @@ def test_grpc_serves_in_the_container_as_http_does(container, housing):
     got = client.infer("housing_mlp", [x]).as_numpy("value")[:, 0]
     expected = requests.post(f"{container.url}/predict_housing", json={"features": rows.tolist()}, timeout=10)
     np.testing.assert_allclose(got, expected.json(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_runs_unchanged_against_the_container(container, perf_analyzer, protocol):
+    address = container.grpc_address if protocol == "grpc" else container.url.removeprefix("http://")
+    run_perf_analyzer(perf_analyzer, "mnist_cnn", address, protocol, "random", concurrency=(2,))
 
 
 def test_runs_as_non_root_without_torch(container, image):
