@@ -35,7 +35,9 @@ COLUMNS = {
 }
 
 
-def run(address: str, model: str, protocol: str, data: str, concurrency: int, window_ms: int) -> dict:
+def run(
+    address: str, model: str, protocol: str, data: str, concurrency: int, window_ms: int, timeout_s: float
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out_csv = Path(tmp) / "pa.csv"
         cmd = [
@@ -44,7 +46,10 @@ def run(address: str, model: str, protocol: str, data: str, concurrency: int, wi
         ]  # fmt: skip
         if data == "zero":
             cmd += ["--input-data", "zero"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # it kept measuring without reaching a stable window
+            return {"error": f"no stable measurement in {timeout_s:g} s"}
         if proc.returncode != 0 or not out_csv.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
             return {"error": " / ".join(tail) or f"exit {proc.returncode}"}
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="zero", help="zero and/or random (perf_analyzer's default)")
     parser.add_argument("--concurrency", default="32", help="levels, e.g. 1,2,4,8,16,32")
     parser.add_argument("--window-ms", type=int, default=5000, help="perf_analyzer's --measurement-interval")
+    parser.add_argument(
+        "--timeout-s", type=float, default=240, help="the most one perf_analyzer run may take"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "perf_analyzer")
     args = parser.parse_args(argv)
 
@@ -95,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                     for name, addresses in targets.items():
                         row = {"server": name, "model": model, "protocol": protocol, "data": data,
                                "concurrency": level}  # fmt: skip
-                        row |= run(addresses[protocol], model, protocol, data, level, args.window_ms)
+                        row |= run(
+                            addresses[protocol], model, protocol, data, level, args.window_ms, args.timeout_s
+                        )
                         rows.append(row)
                         print(markdown([row]).splitlines()[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

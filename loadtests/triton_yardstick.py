@@ -1,48 +1,49 @@
-"""Triton Inference Server as the yardstick: the same model.onnx files served by Triton (PyTriton's
-bundled tritonserver, its Python models running ONNX Runtime), two instances per model and dynamic
-batching, as the Triton figures in BENCHMARKS.md were measured.
+"""Triton Inference Server as the yardstick: the same model.onnx files served by Triton's Python
+backend running ONNX Runtime (loadtests/triton_repository/model.py), two instances per model and
+dynamic batching, as the Triton figures in BENCHMARKS.md were first measured.
 
-    scripts/triton_yardstick.sh [--http-port 8010 --grpc-port 8011]   # sets up build/triton-venv, runs this
+    scripts/triton_yardstick.sh [--http-port 8010 --grpc-port 8011 --instances 2 --max-batch-size 64]
 
-Runs in its own environment (build/triton-venv: nvidia-pytriton pins numpy < 2), so it imports
-nothing of this project: scripts/triton_yardstick.sh passes the model files of the store. Each ONNX
-Runtime session takes one intra-op thread without spinning, as the service's (models/backends.py).
-Serves until SIGINT/SIGTERM; listens on 127.0.0.1.
+The server is the tritonserver binary and Python backend that PyPI's nvidia-pytriton 0.7.0 bundles,
+started here as Triton is (a model repository, `tritonserver --model-repository`), not through
+PyTriton's proxy API (which adds its own hop per request). It runs in its own environment,
+build/triton-venv (PyTriton pins numpy < 2), so it imports nothing of this project:
+scripts/triton_yardstick.sh passes the model files of the store. Listens on 127.0.0.1; serves until
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
-from pytriton.decorators import batch
-from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
-logger = logging.getLogger("triton_yardstick")
+HERE = Path(__file__).resolve().parent
+MODEL_PY = HERE / "triton_repository" / "model.py"
 
 
-def session(path: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def config_pbtxt(name: str, onnx_path: str, instances: int, max_batch_size: int) -> str:
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
 
+    def tensors(kind: str, items) -> str:
+        rows = []
+        for t in items:
+            dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in t.shape[1:])
+            rows.append(f'  {{ name: "{t.name}" data_type: TYPE_FP32 dims: [ {dims} ] }}')
+        return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
-def infer_function(path: str):
-    sess = session(path)
-    name = sess.get_inputs()[0].name
-
-    @batch
-    def infer(**inputs):
-        outputs = sess.run(None, {name: inputs[name].astype(np.float32, copy=False)})
-        return {o.name: v for o, v in zip(sess.get_outputs(), outputs, strict=True)}
-
-    return infer, sess
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
+        + tensors("input", session.get_inputs())
+        + tensors("output", session.get_outputs())
+        + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\ndynamic_batching {{ }}\n"
+        + f'parameters: {{ key: "onnx_path" value: {{ string_value: "{onnx_path}" }} }}\n'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,51 +54,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8010)
     parser.add_argument("--grpc-port", type=int, default=8011)
     parser.add_argument("--metrics-port", type=int, default=8012)
-    parser.add_argument(
-        "--instances", type=int, default=2, help="model instances (Triton's instance_group count)"
-    )
+    parser.add_argument("--instances", type=int, default=2, help="instance_group count per model")
     parser.add_argument("--max-batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    config = TritonConfig(
-        http_address="127.0.0.1", http_port=args.http_port,
-        grpc_address="127.0.0.1", grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-    )  # fmt: skip
-    # PyTriton guards Triton's statistics with a token by default; stock tritonserver does not, and
-    # perf_analyzer reads them (its server-side columns): only what PyTriton itself needs stays guarded
-    security = TritonSecurityConfig(
-        restricted_endpoints=["model-repository", "shared-memory", "trace", "logging"]
+    import pytriton
+
+    bundled = Path(pytriton.__file__).parent / "tritonserver"
+    work = Path(tempfile.mkdtemp(prefix="triton-yardstick-"))
+    server = work / "tritonserver"
+    shutil.copytree(bundled, server, ignore=shutil.ignore_patterns("python_backend_stubs"))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shutil.copy(
+        bundled / "python_backend_stubs" / version / "triton_python_backend_stub",
+        server / "backends" / "python",
     )
-    with Triton(config=config, security_config=security) as triton:
-        for spec in args.models:
-            name, _, path = spec.partition("=")
-            functions = [infer_function(path) for _ in range(args.instances)]
-            sess = functions[0][1]
-            triton.bind(
-                model_name=name,
-                infer_func=[f for f, _ in functions],
-                inputs=[
-                    Tensor(name=i.name, dtype=np.float32, shape=tuple(i.shape[1:])) for i in sess.get_inputs()
-                ],
-                outputs=[Tensor(name=o.name, dtype=np.float32, shape=(-1,)) for o in sess.get_outputs()],
-                config=ModelConfig(max_batch_size=args.max_batch_size, batcher=DynamicBatcher()),
-                strict=False,
-            )
-            logger.info(
-                "%s: %s, %d instances, dynamic batching up to %d",
-                name,
-                path,
-                args.instances,
-                args.max_batch_size,
-            )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        logger.info("Triton on 127.0.0.1: HTTP %d, gRPC %d", args.http_port, args.grpc_port)
-        try:
-            triton.serve()
-        except KeyboardInterrupt:
-            pass
-    return 0
+    repository = work / "models"
+    for spec in args.models:
+        name, _, onnx_path = spec.partition("=")
+        (repository / name / "1").mkdir(parents=True)
+        shutil.copy(MODEL_PY, repository / name / "1" / "model.py")
+        (repository / name / "config.pbtxt").write_text(
+            config_pbtxt(name, onnx_path, args.instances, args.max_batch_size)
+        )
+    env = dict(os.environ)
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+    # the backend's stub embeds the system's libpython: this environment's packages by PYTHONPATH
+    env["PYTHONPATH"] = ":".join(p for p in sys.path if p.endswith("site-packages"))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    command = [
+        str(server / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={server / 'backends'}",
+        "--http-address=127.0.0.1",
+        f"--http-port={args.http_port}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={args.grpc_port}",
+        f"--metrics-port={args.metrics_port}",
+    ]
+    print("running", " ".join(command), flush=True)
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 #   scripts/triton_yardstick.sh [--http-port 8010 --grpc-port 8011 --instances 2 --max-batch-size 64]
 #   scripts/perf_analyzer.sh -m mnist_cnn -u 127.0.0.1:8011 -i grpc --input-data zero --concurrency-range 32
 #
-# Triton is the tritonserver that PyPI's nvidia-pytriton 0.7.0 bundles (Triton 2.x, its Python
-# backend), in its own virtual environment, build/triton-venv (TRITON_VENV): PyTriton pins numpy < 2.
+# Triton is the tritonserver that PyPI's nvidia-pytriton 0.7.0 bundles, with its Python backend, started
+# on a model repository as Triton is, in its own virtual environment, build/triton-venv (TRITON_VENV):
+# PyTriton pins numpy < 2.
 # That environment is made with the system's Python 3 (Debian 12: 3.11.2), because the Python
 # backend's stub links the system's libpython3.11: a pyenv Python of another patch level fails its
 # models at load (`'_thread.RLock' object has no attribute '_recursion_count'`). ONNX Runtime there is

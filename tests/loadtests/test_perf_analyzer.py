@@ -31,3 +31,21 @@ def test_perf_analyzer_runs_unchanged_with_server_side_statistics(
 ):
     address = server.grpc_address if protocol == "grpc" else server.url.removeprefix("http://")
     run_perf_analyzer(perf_analyzer, model, address, protocol, data, concurrency=(1, 4))
+
+
+def test_the_comparison_runner_writes_a_row_per_run(perf_analyzer, server, tmp_path):
+    """loadtests.perf_analyzer (BENCHMARKS.md's perf_analyzer tables): one row per (server, model,
+    protocol, data, concurrency) from perf_analyzer's own CSV, the server-side split filled in."""
+    import json
+
+    from loadtests import perf_analyzer as runner
+
+    target = f"ours={server.url.removeprefix('http://')},{server.grpc_address}"
+    code = runner.main([
+        "--target", target, "--models", "digits_mlp", "--protocols", "http,grpc", "--data", "random",
+        "--concurrency", "2", "--window-ms", "1000", "--out", str(tmp_path),
+    ])  # fmt: skip
+    rows = json.loads((tmp_path / "perf_analyzer.json").read_text())
+    assert code == 0 and [r["protocol"] for r in rows] == ["http", "grpc"], rows
+    assert all(r["infer_per_s"] > 0 and r["server_infer_us"] > 0 and r["p99_us"] >= r["p50_us"] for r in rows)
+    assert (tmp_path / "perf_analyzer.md").read_text().count("| ours | digits_mlp |") == 2
