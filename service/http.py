@@ -472,6 +472,7 @@ class HttpApi:
             endpoint.max_batch_size,
             endpoint.deadline_ms,
             model.served.tag,
+            endpoint.queue_delay_us,
         )
 
     async def stats(self, request: Request) -> Response:

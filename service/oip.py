@@ -295,9 +295,11 @@ def model_config(
     batch_items: int,
     deadline_ms: int,
     tag: str = "",
+    queue_delay_us: int = 0,
 ) -> dict:
     """Triton's model configuration of what is served: `max_batch_size` is the most items one request
-    may carry, `preferred_batch_size` the batcher's batch, the queue timeout its shedding deadline;
+    may carry, `preferred_batch_size` the batcher's batch, `max_queue_delay_microseconds` how long a
+    short batch waits (MODELS__<NAME>__QUEUE_DELAY_US), the queue timeout its shedding deadline;
     `parameters.bentoml_tag` the BentoML tag behind the integer version."""
     platform, runtime = triton  # Triton's platform and backend names of the format served
     return {
@@ -310,7 +312,7 @@ def model_config(
         "output": [t.config() for t in model.outputs],
         "dynamic_batching": {
             "preferred_batch_size": [batch_items],
-            "max_queue_delay_microseconds": 0,
+            "max_queue_delay_microseconds": queue_delay_us,
             "default_queue_policy": {
                 "timeout_action": "REJECT",
                 "default_timeout_microseconds": deadline_ms * 1000,

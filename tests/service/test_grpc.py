@@ -180,6 +180,10 @@ def test_a_queue_delay_holds_a_lone_call_for_its_batch(format_server, stub):
 
     assert queue_ms(_request(model="digits_mlp", name="images", shape=[1, 1, 8, 8])) >= 45
     assert queue_ms(_request()) < 45
+    # and Triton's model configuration says so
+    for name, delay in (("digits_mlp", 50_000), ("housing_mlp", 0)):
+        config = stub.ModelConfig(service_pb2.ModelConfigRequest(name=name)).config
+        assert config.dynamic_batching.max_queue_delay_microseconds == delay
 
 
 def test_server_reflection_describes_the_services(format_server):
