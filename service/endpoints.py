@@ -41,7 +41,7 @@ class Endpoint:
     max_batch_size: int  # rows per batch
     deadline_ms: int  # admission: a request that would be answered later is refused (503)
     deadline_setting: str  # the environment variable that sets it
-    queue_delay_us: int = 0  # a batch short of max_batch_size waits this long for more requests
+    queue_delay_us: int  # a batch short of max_batch_size waits this long for more requests
 
     @property
     def name(self) -> str:
