@@ -294,6 +294,7 @@ class _GrpcUser(User):
         from tritonclient.grpc import service_pb2_grpc
 
         self.i = int(np.random.default_rng().integers(POOL))
+        self.spec = registry.get(self.model).spec
         # a connection of its own per user (grpc's global subchannel pool would put every user's
         # channel on one connection, so on one server worker), as the HTTP users have
         options = [("grpc.use_local_subchannel_pool", 1)]
@@ -307,7 +308,7 @@ class _GrpcUser(User):
     def infer(self):
         self.i = (self.i + 1) % POOL
         request = BODIES[self.route][self.i]
-        spec = registry.get(self.model).spec
+        spec = self.spec
         expected = (
             len(request.raw_input_contents[0]) // 4 // int(np.prod(spec.input_shape)),
             *spec.output_shape,

@@ -35,17 +35,22 @@ COLUMNS = {
 }
 
 
+def command(address: str, model: str, protocol: str, data: str, levels: str, window_ms: int) -> list[str]:
+    """perf_analyzer's command line: `levels` its --concurrency-range (N or START:END:STEP), `data`
+    zero or random (its default)."""
+    cmd = [
+        str(SCRIPT), "-m", model, "-u", address, "-i", protocol, "--concurrency-range", levels,
+        "--measurement-interval", str(window_ms),
+    ]  # fmt: skip
+    return cmd + (["--input-data", "zero"] if data == "zero" else [])
+
+
 def run(
     address: str, model: str, protocol: str, data: str, concurrency: int, window_ms: int, timeout_s: float
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out_csv = Path(tmp) / "pa.csv"
-        cmd = [
-            str(SCRIPT), "-m", model, "-u", address, "-i", protocol, "--concurrency-range", str(concurrency),
-            "--measurement-interval", str(window_ms), "-f", str(out_csv),
-        ]  # fmt: skip
-        if data == "zero":
-            cmd += ["--input-data", "zero"]
+        cmd = [*command(address, model, protocol, data, str(concurrency), window_ms), "-f", str(out_csv)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:  # it kept measuring without reaching a stable window

@@ -82,6 +82,11 @@ def present_there(path: Path) -> dict[str, Version | None]:
     return present
 
 
+def excludes(req: Requirement, version: Version | None) -> bool:
+    """Whether `req` rules out `version` (None, a version not known: not ruled out)."""
+    return version is not None and not req.specifier.contains(version, prereleases=True)
+
+
 def clashes(deps: dict[str, set[str]], present: dict[str, Version | None]) -> dict[str, str]:
     """{package: why} for the packages the GPU machine has at a version that a requirement of this
     project or of one of its dependencies (as installed here) excludes: those are carried too."""
@@ -90,13 +95,8 @@ def clashes(deps: dict[str, set[str]], present: dict[str, Version | None]) -> di
         for text in md.distribution(name).requires or []:
             req = Requirement(text)
             dep = canonicalize_name(req.name)
-            there = present.get(dep)
-            if (
-                there is not None
-                and applies(req, deps.get(name, set()))
-                and not req.specifier.contains(there, prereleases=True)
-            ):
-                found[dep] = f"{name} needs {req}, the GPU machine has {there}"
+            if applies(req, deps.get(name, set())) and excludes(req, present.get(dep)):
+                found[dep] = f"{name} needs {req}, the GPU machine has {present[dep]}"
     return found
 
 
@@ -173,11 +173,11 @@ def check(wheels: list[Path], extras: dict[str, set[str]], present: dict[str, Ve
                 continue
             dep = canonicalize_name(req.name)
             if dep in carried:
-                if req.specifier and not req.specifier.contains(carried[dep], prereleases=True):
+                if excludes(req, carried[dep]):
                     problems.append(f"{wheel.name} needs {req}, carried: {dep} {carried[dep]}")
             elif dep not in present:
                 problems.append(f"{wheel.name} needs {req}: neither carried nor on the GPU machine")
-            elif present[dep] is not None and not req.specifier.contains(present[dep], prereleases=True):
+            elif excludes(req, present[dep]):
                 problems.append(f"{wheel.name} needs {req}, the GPU machine has {dep} {present[dep]}")
     return problems
 

@@ -72,14 +72,12 @@ exec > >(tee -a "$OUT/window.log") 2>&1
 step() {
     local name=$1 limit=$2 start=$EPOCHREALTIME rc left=$((BUDGET - SECONDS - 20))
     shift 2
-    if [[ " ${GPU_WINDOW_SKIP:-} " == *" $PHASE/$name "* ]]; then
+    local why=""
+    [[ " ${GPU_WINDOW_SKIP:-} " == *" $PHASE/$name "* ]] && why="GPU_WINDOW_SKIP"
+    [ -z "$why" ] && [ "$left" -lt 10 ] && why="the budget of ${BUDGET}s is spent"
+    if [ -n "$why" ]; then
         printf '%s\t%s\tskipped\t0\n' "$PHASE" "$name" >>"$OUT/steps.tsv"
-        echo "=== $PHASE/$name SKIPPED: GPU_WINDOW_SKIP"
-        return 0
-    fi
-    if [ "$left" -lt 10 ]; then
-        printf '%s\t%s\tskipped\t0\n' "$PHASE" "$name" >>"$OUT/steps.tsv"
-        echo "=== $PHASE/$name SKIPPED: the budget of ${BUDGET}s is spent"
+        echo "=== $PHASE/$name SKIPPED: $why"
         return 0
     fi
     [ "$limit" -le "$left" ] || limit=$left

@@ -449,9 +449,12 @@ class HttpApi:
         return JSONResponse({"ready": False, "error": NOT_READY}, status_code=503)
 
     async def model_metadata(self, request: Request) -> Response:
-        model = self.v2_model(request.path_params)
+        return JSONResponse(self.metadata_of(self.v2_model(request.path_params)))
+
+    def metadata_of(self, model: LiveModel) -> dict:
+        """The V2 model metadata of a served model (REST and gRPC)."""
         platform = FORMATS[model.served.backend.kind].triton[0]
-        return JSONResponse(oip.model_metadata(model.endpoint.v2, model.version, platform))
+        return oip.model_metadata(model.endpoint.v2, model.version, platform)
 
     async def model_ready(self, request: Request) -> Response:
         model = self.v2_model(request.path_params)

@@ -35,7 +35,6 @@ from google.protobuf import json_format
 from grpc import aio
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from models.formats import FORMATS
 from service import oip
 from service.batching import BatchFailed, Overloaded
 from service.timing import Timing
@@ -67,7 +66,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _model(self, context, name: str, version: str):
         try:
-            return self.api.v2_model({"name": name, **({"version": version} if version else {})})
+            return self.api.v2_model(_path_params(name, version))
         except oip.ProtocolError as exc:
             await context.abort(STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
 
@@ -84,9 +83,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         await self._authorized(context)
         try:
-            self.api.v2_model(
-                {"name": request.name, **({"version": request.version} if request.version else {})}
-            )
+            self.api.v2_model(_path_params(request.name, request.version))
         except oip.ProtocolError:
             return service_pb2.ModelReadyResponse(ready=False)
         return service_pb2.ModelReadyResponse(ready=True)
@@ -101,9 +98,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         await self._authorized(context)
         model = await self._model(context, request.name, request.version)
-        platform = FORMATS[model.served.backend.kind].triton[0]
-        doc = oip.model_metadata(model.endpoint.v2, model.version, platform)
-        return json_format.ParseDict(doc, service_pb2.ModelMetadataResponse())
+        return json_format.ParseDict(self.api.metadata_of(model), service_pb2.ModelMetadataResponse())
 
     async def ModelConfig(self, request, context):
         await self._authorized(context)
@@ -159,6 +154,11 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(array.tobytes())
         context.set_trailing_metadata((("server-timing", self.api.server_timing(timing).decode()),))
         return response
+
+
+def _path_params(name: str, version: str) -> dict:
+    """A gRPC request's model and version as the REST routes' path parameters (version "" = any)."""
+    return {"name": name, **({"version": version} if version else {})}
 
 
 def decode(request, model: oip.ModelInterface) -> np.ndarray:

@@ -145,36 +145,39 @@ def offline_outputs(tag: str, backend: str, spec, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)).numpy()
 
 
-PERF_ANALYZER = REPO / "scripts" / "perf_analyzer.sh"
-
-
 @pytest.fixture(scope="session")
 def perf_analyzer() -> str:
     """Triton's perf_analyzer (scripts/perf_analyzer.sh), or a skip saying why it cannot be set up."""
+    from loadtests.perf_analyzer import SCRIPT
+
     try:
-        proc = subprocess.run([str(PERF_ANALYZER), "--version"], capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"perf_analyzer could not be set up here: {exc}")
     if "Perf Analyzer Version" not in proc.stdout + proc.stderr:  # (--version exits 1)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"perf_analyzer could not be set up here: {last}")
-    return str(PERF_ANALYZER)
+    return str(SCRIPT)
 
 
 def run_perf_analyzer(
-    binary: str, model: str, address: str, protocol: str, data: str, concurrency: tuple[int, ...]
+    model: str, address: str, protocol: str, data: str, concurrency: tuple[int, ...]
 ) -> str:
-    """perf_analyzer, unchanged, at each concurrency (1 s windows): it finishes, every level counts
-    requests, and its server-side columns (Triton's statistics of the server) are filled in."""
+    """perf_analyzer (set up by the `perf_analyzer` fixture), unchanged, at each concurrency (1 s windows):
+    it finishes, every level counts requests, and its server-side columns (Triton's statistics of the
+    server) are filled in."""
     import re
+
+    from loadtests.perf_analyzer import command
 
     levels = f"{concurrency[0]}:{concurrency[-1]}:{max(1, concurrency[-1] - concurrency[0])}"
     cmd = [
-        binary, "-m", model, "-u", address, "-i", protocol, "--concurrency-range", levels,
-        "--measurement-interval", "1000", "--stability-percentage", "50", "--max-trials", "5",
-    ]  # fmt: skip
-    if data == "zero":
-        cmd += ["--input-data", "zero"]
+        *command(address, model, protocol, data, levels, 1000),
+        "--stability-percentage",
+        "50",
+        "--max-trials",
+        "5",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -40,6 +40,7 @@ logger = logging.getLogger("training.export")  # also when run as __main__
 
 # 1, 7 and 64 (the acceptance sizes) and 100: none of them the export example's 8 rows, 100 beyond it.
 PARITY_BATCH_SIZES = (1, 7, 64, 100)
+EXAMPLE_ROWS = 8  # the example batch every format is exported (traced) with: the first test inputs
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-4
 METADATA_KEY = "formats"  # metadata["formats"][format] = {"files": {device: file name}}
@@ -298,7 +299,7 @@ def export_and_register(
 ) -> str | None:
     """The tail of every training run: export to `out_dir` (every format, or `formats`), then parity
     gate (+ registration). `parity_inputs` are real test inputs (at least max(PARITY_BATCH_SIZES) rows)."""
-    files = export(model, spec, parity_inputs[:8], out_dir, formats)
+    files = export(model, spec, parity_inputs[:EXAMPLE_ROWS], out_dir, formats)
     if not do_register:
         check_parity(model, spec, files, parity_inputs)
         return None
@@ -345,7 +346,7 @@ def reexport(tag: str, data_dir: Path, out_dir: Path, formats: tuple[str, ...] |
     metadata = {k: v for k, v in parent.items() if k not in GENERATED_KEYS}
     metadata["parent"] = {"tag": str(stored.tag), "formats": sorted(parent.get(METADATA_KEY, {}))}
     logger.info("re-exporting %s (%s) on %s", stored.tag, ", ".join(formats or FORMATS), machine_devices())
-    fresh = export(model, entry.spec, parity_inputs[:8], out_dir, formats)
+    fresh = export(model, entry.spec, parity_inputs[:EXAMPLE_ROWS], out_dir, formats)
     files: dict[str, dict[str, Path]] = {}
     for name, info in parent.get(METADATA_KEY, {}).items():
         kept = {d: folder / f for d, f in info["files"].items() if name in FORMATS and (folder / f).is_file()}

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / f"kserve-sdk-{KSERVE_VERSION}.schema.json"
 # Kubernetes' definitions, as kubernetes-validate's strict schemas identify them (their `$id`)
 K8S_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
-K8S_VERSION = "1.30.0"  # as tests/deploy/test_kubernetes.py
+K8S_VERSION = "1.30.0"  # the definitions' names only; tests/deploy/test_kubernetes.py's version
 SCALARS = {
     "str": {"type": "string"},
     "int": {"type": "integer"},

@@ -189,7 +189,7 @@ def test_grpc_serves_in_the_container_as_http_does(container, housing):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_perf_analyzer_runs_unchanged_against_the_container(container, perf_analyzer, protocol):
     address = container.grpc_address if protocol == "grpc" else container.url.removeprefix("http://")
-    run_perf_analyzer(perf_analyzer, "mnist_cnn", address, protocol, "random", concurrency=(2,))
+    run_perf_analyzer("mnist_cnn", address, protocol, "random", concurrency=(2,))
 
 
 def test_runs_as_non_root_without_torch(container, image):

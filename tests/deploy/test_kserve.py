@@ -8,6 +8,7 @@ its model format, the ports are the image's HTTP port and GRPC_PORT."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import jsonschema
@@ -27,13 +28,14 @@ API_VERSIONS = {
 
 
 def k8s_registry() -> Registry:
-    from kubernetes_validate.utils import schema_contents
-
+    """The strict Kubernetes definitions the schema refers to (deploy/kserve/sdk_schema.py's), at
+    the Kubernetes version tests/deploy/test_kubernetes.py validates against."""
     from tests.deploy.test_kubernetes import K8S_VERSION
 
-    definitions = schema_contents(
-        f"kubernetes-json-schema/v{K8S_VERSION}-local-strict/_definitions.json", K8S_VERSION
-    )
+    spec = importlib.util.spec_from_file_location("sdk_schema", KSERVE / "sdk_schema.py")
+    sdk_schema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sdk_schema)
+    definitions = sdk_schema.k8s_definitions(K8S_VERSION)
     return Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
 
 

@@ -30,7 +30,7 @@ def test_perf_analyzer_runs_unchanged_with_server_side_statistics(
     perf_analyzer, server, model, protocol, data
 ):
     address = server.grpc_address if protocol == "grpc" else server.url.removeprefix("http://")
-    run_perf_analyzer(perf_analyzer, model, address, protocol, data, concurrency=(1, 4))
+    run_perf_analyzer(model, address, protocol, data, concurrency=(1, 4))
 
 
 def test_the_comparison_runner_writes_a_row_per_run(perf_analyzer, server, tmp_path):
