@@ -18,7 +18,7 @@ GRPC_PORT ?= 8001
 IMAGE ?= model_serving:latest
 URL := http://127.0.0.1:$(PORT)
 
-.PHONY: help setup setup-gpu train train-housing train-mnist train-digits models serve build loadtest main test test-gpu \
+.PHONY: help setup setup-gpu train train-housing train-mnist train-digits models serve build loadtest main test test-fast test-gpu \
 	gpu-check gpu-train gpu-test gpu-sweep gpu-report gpu-prepare gpu-rehearse container container-gpu test-container run-container container-deps \
 	clean-container lint clean
 
@@ -70,6 +70,9 @@ loadtest: models  ## Locust: cpu (+cuda) x onnx/torchscript x 1/8/32 users, and 
 	$(PY) -m loadtests.run --devices cpu,cuda --servers ours,stock --offline reports/offline.json
 
 main: models serve  ## the main job: set up, train what the store lacks, then serve
+
+test-fast: $(SETUP)  ## the in-process layer alone (marker inprocess: data plane, codecs, batcher, HTTP and gRPC over fake backends): seconds
+	$(PY) -m pytest -m inprocess
 
 test: $(SETUP)  ## run the test suite (real data subsets, temporary BENTOML_HOME; GPU tests skip without a GPU)
 	$(PY) -m pytest

@@ -38,7 +38,8 @@ from loadtests.server import REPO, SERVERS, Server
 from models import registry
 from models.device import available_cpus, nvidia_gpus
 from models.formats import FORMATS
-from training.data import DatasetMissingError, default_data_dir, require_datasets
+from training.data import default_data_dir, require_datasets
+from training.errors import DatasetMissingError
 
 logger = logging.getLogger("loadtests.run")
 

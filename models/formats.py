@@ -1,6 +1,6 @@
 """The one registry of export formats: what each is called (`MODEL_BACKEND`), which file it writes in
 the model's folder, how to export it, which serving backend loads it, which runtime and devices it
-needs. Export (training/export.py), the parity gate, the store metadata, the service's settings and
+needs. Export (training/export/), the parity gate, the store metadata, the service's settings and
 placement, and the load-test runners all read `FORMATS`; a new format is one entry here.
 
 | name | file | runtime | devices |

@@ -29,7 +29,7 @@ from typing import Literal
 from models.specs import DIGITS, HOUSING, HOUSING_FEATURES, MNIST, ModelSpec
 
 PLUGINS_ENV = "MODEL_PLUGINS"
-# The checkpoint every stored version holds beside its exported files (training/export.py writes it):
+# The checkpoint every stored version holds beside its exported files (training/export/checkpoint.py):
 WEIGHTS_FILE = "weights.safetensors"  # the trained state dict (parameters and buffers), no pickle
 CONFIG_FILE = "config.json"  # the network's config: `entry.build(config)` rebuilds the network
 

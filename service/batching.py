@@ -1,6 +1,6 @@
 """One batcher per model in each worker: requests in, tensor batches to the backend, rows back out.
 
-    batcher = Batcher("mnist_cnn", backend, item_shape=(1, 28, 28), max_batch_size=64, deadline_s=3.0)
+    batcher = Batcher("mnist_cnn", backend, item_shape=(1, 28, 28), max_batch_size=64, max_latency_s=3.0)
     rows = await batcher.infer(x)          # x: float32 (n, 1, 28, 28) -> the model's (n, 10) rows
 
 - A request is one float32 array of n rows (images, feature rows), already validated by its codec.
@@ -34,22 +34,10 @@ from typing import Protocol
 
 import numpy as np
 
+from service.errors import BatchFailed, Overloaded
 from service.timing import Timing
 
 logger = logging.getLogger("bentoml.model_serving.batching")
-
-
-class Overloaded(Exception):
-    """Refused at admission: the request would miss its deadline. `retry_after_s`: when the queue ahead
-    of it will have drained enough."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class BatchFailed(Exception):
-    """The backend raised for a batch this request was in (the error is logged once, with the batch)."""
 
 
 @dataclass
@@ -143,19 +131,19 @@ class Batcher:
         run: Callable[[np.ndarray], np.ndarray],
         item_shape: tuple[int, ...],
         max_batch_size: int,
-        deadline_s: float,
+        max_latency_s: float,
         cost: CostModel | None = None,
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         observers: Sequence[Observer] = (),
-        deadline_setting: str = "max_latency_ms",
+        latency_setting: str = "max_latency_ms",
         queue_delay_s: float = 0.0,
     ) -> None:
         self.name = name
         self.run = run
         self.item_shape = tuple(item_shape)
         self.max_batch_size = max_batch_size
-        self.deadline_s = deadline_s
-        self.deadline_setting = deadline_setting  # named in the refusal, so that a user knows the knob
+        self.max_latency_s = max_latency_s  # a request's deadline: queued + computed
+        self.latency_setting = latency_setting  # named in the refusal, so that a user knows the knob
         # a batch short of max_batch_size waits until its oldest request has waited this long (Triton's
         # max_queue_delay_microseconds): where requests reach the batcher one at a time, as gRPC calls
         # do, a batch otherwise holds one request and each pays a whole batch's fixed cost
@@ -189,14 +177,16 @@ class Batcher:
         running, queued or reserved (one request alone always runs, whatever its size)."""
         now = time.perf_counter() if now is None else now
         expected = self.expected_seconds(rows, now)
-        if expected > self.deadline_s and (self.queued_rows or self.reserved or self.busy_until is not None):
+        if expected > self.max_latency_s and (
+            self.queued_rows or self.reserved or self.busy_until is not None
+        ):
             self._tell(round(rows), Timing(now), False, "REJECTED")
             raise Overloaded(
                 f"overloaded: {self.name} would answer a request of {rows:.0f} row(s) in "
                 f"~{expected * 1e3:.0f} ms ({self.queued_rows} row(s) queued ahead of it, {self.reserved} "
-                f"request(s) being read), past its deadline of {self.deadline_s * 1e3:.0f} ms "
-                f"({self.deadline_setting}); retry later",
-                max(1.0, expected - self.deadline_s),
+                f"request(s) being read), past its deadline of {self.max_latency_s * 1e3:.0f} ms "
+                f"({self.latency_setting}); retry later",
+                max(1.0, expected - self.max_latency_s),
             )
         return expected
 

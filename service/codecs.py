@@ -19,32 +19,18 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from service.errors import Kind, Refused
+
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 NOT_NUMBERS = (b"true", b"false", b"null")  # JSON literals a number field never holds
 
 
-class InvalidRequest(Exception):
-    """A request answered with a 4xx and a JSON body (`{"error": ...}`), before any batch."""
-
-    def __init__(self, status: int, body: dict, headers: dict | None = None) -> None:
-        super().__init__(body.get("error", ""))
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
-def error(status: int, message: str, **extra) -> InvalidRequest:
-    return InvalidRequest(status, {"error": message, **extra})
-
-
-def validation_error(exc: ValidationError) -> InvalidRequest:
+def validation_error(exc: ValidationError) -> Refused:
     """pydantic's verdict as a 400, in the shape BentoML gave it (the API's documented error body)."""
-    return InvalidRequest(
-        400,
-        {
-            "error": f"{exc.error_count()} validation error for {exc.title}",
-            "detail": exc.errors(include_context=False, include_input=False),
-        },
+    return Refused(
+        Kind.INVALID,
+        f"{exc.error_count()} validation error for {exc.title}",
+        detail=exc.errors(include_context=False, include_input=False),
     )
 
 

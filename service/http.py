@@ -1,154 +1,53 @@
-"""The service's HTTP API, ours end to end: the JSON endpoints, the image upload, the Open Inference
-Protocol (KServe V2) REST routes, /status, the first page, /docs and /docs.json.
+"""The service's HTTP layer over the worker's data plane (service/dataplane.py): the JSON endpoints, the
+image upload, the Open Inference Protocol (KServe V2) REST routes, /status, the first page, /docs and
+/docs.json, in one route table.
 
-A prediction, whatever its protocol:
+A prediction, whatever its route:
 
-    body -> codec (service/codecs.py, service/oip.py, service/images.py): one float32 array, or a 4xx
-         -> the model's batcher (service/batching.py): admission by deadline (503), batched with the
-            other requests of that model, run on the backend, its output rows sliced back
-         -> post-processing and encoding (service/endpoints.py) -> 200 with `Server-Timing`
+    body -> its limits (service/limits.py: 413, 415) -> the data plane's admission (bytes in memory,
+            the batcher's deadline: 503) -> codec (service/codecs.py, service/oip.py,
+            service/images.py): one float32 array, or a 4xx -> the model's batcher -> its output rows
+         -> post-processing and encoding (service/interface.py, service/oip.py) -> 200 with
+            `Server-Timing`
 
-`HttpApi.app` is a Starlette app with every route; the service mounts it in BentoML
-(`@bentoml.asgi_app`), and service/front.py sends the prediction routes to the handlers here
-directly, in front of BentoML's per-request middleware. The handlers of the hot routes are plain ASGI
-callables (no Request/Response objects per request).
+`HttpApi.routes` is the one route table: service/front.py matches a request once (`match`) and calls
+its handler; `HttpApi.app` is the same table as an ASGI app (what BentoML mounts with
+`@bentoml.asgi_app`, and serves when its per-request middleware is on). The prediction handlers are
+plain ASGI callables (no Request/Response objects per request); the others are Starlette endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-import bentoml
 import numpy as np
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
 
-from models.formats import FORMATS
 from service import oip, pages
-from service.batching import Batcher, BatchFailed, CostModel, Overloaded
-from service.codecs import InvalidRequest, dumps, error
-from service.endpoints import ENDPOINTS, UPLOAD_MODEL, UPLOAD_ROUTE, Endpoint
+from service.codecs import dumps
+from service.dataplane import DataPlane, ServedModel
+from service.errors import NOT_READY, UNEXPECTED, ClientGone, Kind, Refused, invalid
 from service.images import decode_upload
-from service.loading import ServedModel
-from service.metrics import ModelMetrics
+from service.interface import UPLOAD_MODEL, UPLOAD_ROUTE, InferRequest, ModelInterface
+from service.limits import http_body
 from service.openapi import document
-from service.settings import ServiceSettings
-from service.stats_board import StatsBoard
-from service.timing import Timing, TritonStats
+from service.timing import Timing
 
 logger = logging.getLogger("bentoml.model_serving.http")
-NOT_READY = "the service is starting; retry when /readyz answers 200"
-INFERENCE_FAILED = "inference failed; the server log has the details"
-UNEXPECTED = "unexpected error; the server log has the details"
-# A request expected to wait longer than this in its batcher watches its connection meanwhile: when
-# the client goes away, its rows are dropped from the queue instead of computed. Shorter waits are not
-# worth a watcher task per request.
-WATCH_DISCONNECT_S = 0.05
 JSON = b"application/json"
 # Content types a JSON endpoint refuses (415): other encodings of a body. Any other type is read as
 # JSON (as BentoML did; `curl -d` sends application/x-www-form-urlencoded).
 NOT_JSON = ("application/vnd.bentoml+pickle", "multipart/")
+ROUTE_KEY = "model_serving.route"  # the scope's matched route, when the front door matched it
 
-
-T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client closed the connection while its request waited in the batcher."""
-
-
-@dataclass
-class LiveModel:
-    """One model in this worker: what it serves, its batcher and its statistics."""
-
-    endpoint: Endpoint
-    served: ServedModel
-    batcher: Batcher
-    stats: TritonStats
-
-    @classmethod
-    def start(
-        cls,
-        endpoint: Endpoint,
-        served: ServedModel,
-        cost: CostModel,
-        metrics: bool = True,
-        board: StatsBoard | None = None,
-    ) -> LiveModel:
-        """The model's batcher, observed by its Triton statistics, (`metrics`) Prometheus metrics and
-        (`board`) the statistics shared with the other workers."""
-        stats = TritonStats()
-        observers = [stats, *([ModelMetrics(endpoint.name, served.version)] if metrics else [])]
-        if board is not None:
-            observers.append(board.watch(endpoint.name, served.version, stats))
-        batcher = Batcher(
-            endpoint.name,
-            served.backend,
-            endpoint.spec.input_shape,
-            endpoint.max_batch_size,
-            endpoint.deadline_ms / 1000,
-            cost=cost,
-            allocate=getattr(served.backend, "allocate", None),  # pinned host memory on a GPU
-            observers=observers,
-            deadline_setting=endpoint.deadline_setting,
-            queue_delay_s=endpoint.queue_delay_us / 1e6,
-        )
-        return cls(endpoint, served, batcher, stats)
-
-    @property
-    def version(self) -> str:
-        return self.served.version
-
-    async def admitted(self, decoding: Coroutine[Any, Any, T]) -> T:
-        """A request's decoding (read and parse its body), once the batcher admits a request of the
-        recent mean size (Batcher.reserve: refused at once, unread, when the queue is past its
-        deadline); the reservation is given back if the decoding fails (a 4xx, a client gone)."""
-        try:
-            self.batcher.reserve()
-        except BaseException:
-            decoding.close()
-            raise
-        try:
-            return await decoding
-        except BaseException:
-            self.batcher.release()
-            raise
-
-    async def infer(self, x: np.ndarray, timing: Timing, receive=None, reserved: bool = False) -> np.ndarray:
-        """The model's output rows for `x` (Overloaded, BatchFailed or ClientGone otherwise).
-        `reserved`: admitted before its body was read (Batcher.reserve)."""
-        batcher = self.batcher
-        request = batcher.submit(x, timing, reserved)
-        if receive is None or request.expected_s < WATCH_DISCONNECT_S:
-            return await batcher.result(request)
-        result = asyncio.ensure_future(batcher.result(request))
-        watcher = asyncio.ensure_future(_disconnected(receive))
-        try:
-            done, _ = await asyncio.wait((result, watcher), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # this task was cancelled (REQUEST_TIMEOUT_S): so is the request
-            watcher.cancel()
-            result.cancel()
-            raise
-        watcher.cancel()
-        if result in done:
-            return result.result()
-        result.cancel()  # the client went away first: its queued rows are never computed
-        raise ClientGone()
-
-
-async def _disconnected(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+Handler = Callable[[dict, Callable, Callable], Awaitable[None]]
+Answer = tuple[bytes, bytes, list]  # a prediction's body, content type and headers
 
 
 async def read_body(receive) -> bytes:
@@ -181,313 +80,304 @@ async def respond(send, status: int, body: bytes, content_type: bytes = JSON, he
     await send({"type": "http.response.body", "body": body})
 
 
+async def respond_refused(send, exc: Refused) -> None:
+    """A refusal as its HTTP answer: the status of its kind, `{"error": ...}`, Retry-After."""
+    await respond(send, exc.status, dumps(exc.body()), headers=exc.http_headers())
+
+
 async def respond_error(send, exc: Exception) -> None:
     """The JSON answer of a request that got no prediction."""
-    if isinstance(exc, oip.ProtocolError):
-        return await respond(send, exc.status, dumps({"error": str(exc)}))
-    if isinstance(exc, InvalidRequest):
-        headers = [(k.lower().encode(), str(v).encode()) for k, v in exc.headers.items()]
-        return await respond(send, exc.status, dumps(exc.body), headers=headers)
-    if isinstance(exc, Overloaded):
-        retry = str(max(1, round(exc.retry_after_s))).encode()
-        return await respond(send, 503, dumps({"error": str(exc)}), headers=[(b"retry-after", retry)])
-    if isinstance(exc, BatchFailed):
-        return await respond(send, 500, dumps({"error": INFERENCE_FAILED}))
+    if isinstance(exc, Refused):
+        return await respond_refused(send, exc)
     logger.error("unexpected error on a prediction", exc_info=exc)
     return await respond(send, 500, dumps({"error": UNEXPECTED}))
 
 
-def header_length(scope) -> str | None:
-    """The binary tensor extension's Inference-Header-Content-Length, if any."""
+def header(scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
-        if key == b"inference-header-content-length":
+        if key == name:
             return value.decode("latin-1")
     return None
 
 
-def content_type(scope) -> str:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value.decode("latin-1").lower()
-    return ""
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class Prediction:
-    """A prediction route (POST only: another method gets Starlette's 405 with Allow). `predict` decodes
-    the request into one array, has its model's batcher answer it, and encodes the answer; every
-    refusal is a JSON error; a client that went away gets nothing."""
+    """A prediction route (POST): the body's limits, then the data plane's `predict` with this route's
+    decoding, then its encoding; every refusal is a JSON error; a client that went away gets nothing."""
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api
+        self.plane = api.plane
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["method"] != "POST":
-            return await self.api.app(scope, receive, send)
         timing = Timing()
+        plane = self.plane
         try:
-            content, content_type, headers = await self.predict(scope, receive, timing)
+            model = self.model(scope)
+            nbytes, receive = await http_body(scope, receive, plane.settings.max_body_bytes, plane.memory)
+            request, rows = await plane.predict(
+                model, nbytes, self.decode(scope, receive, model), timing, lambda: _disconnected(receive)
+            )
+            content, content_type, headers = self.encode(model, request, rows)
         except ClientGone:
             return
         except Exception as exc:
             return await respond_error(send, exc)
-        headers = [(b"server-timing", self.api.server_timing(timing)), *headers]
+        headers.append((b"server-timing", plane.server_timing(timing).encode()))
         await respond(send, 200, content, content_type, headers)
 
-    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
-        """(body, content type, extra headers) of the answer."""
+    def model(self, scope) -> ServedModel:
+        raise NotImplementedError
+
+    async def decode(self, scope, receive, model: ServedModel) -> InferRequest:
+        raise NotImplementedError
+
+    def encode(self, model: ServedModel, request: InferRequest, rows: np.ndarray) -> Answer:
+        """The answer's body, content type and headers."""
         raise NotImplementedError
 
 
 class JsonPredict(Prediction):
-    """POST <endpoint.route>: the JSON endpoint of one model."""
+    """POST <interface.route>: the JSON endpoint of one model."""
 
-    def __init__(self, api: HttpApi, endpoint: Endpoint) -> None:
+    def __init__(self, api: HttpApi, interface: ModelInterface) -> None:
         super().__init__(api)
-        self.endpoint = endpoint
+        self.name = interface.name
 
-    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
-        model = self.api.model(self.endpoint.name)
-        media = content_type(scope)
-        if media.startswith(NOT_JSON):
-            raise error(
-                415, f"Content-Type {media.split(';')[0]} is not supported here; send application/json"
-            )
-        x = await model.admitted(self._decode(receive))
-        rows = await model.infer(x, timing, receive, reserved=True)
-        return dumps(self.endpoint.answer(rows)), JSON, []
+    def model(self, scope) -> ServedModel:
+        media = header(scope, b"content-type") or ""
+        if media.lower().startswith(NOT_JSON):
+            message = f"Content-Type {media.split(';')[0]} is not supported here; send application/json"
+            raise Refused(Kind.UNSUPPORTED, message)
+        return self.plane.model(self.name)
 
-    async def _decode(self, receive) -> np.ndarray:
-        return self.endpoint.codec.decode(await read_body(receive))
+    async def decode(self, scope, receive, model: ServedModel) -> InferRequest:
+        return InferRequest(model.interface.codec.decode(await read_body(receive)))
+
+    def encode(self, model: ServedModel, request: InferRequest, rows: np.ndarray) -> Answer:
+        return dumps(model.interface.answer(rows)), JSON, []
 
 
-class UploadPredict(Prediction):
+class UploadPredict(JsonPredict):
     """POST /classify_digit_image: a picture of a digit (multipart `image`, optional `invert`)."""
 
-    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
-        model = self.api.model(UPLOAD_MODEL)
-        x = await model.admitted(self._decode(scope, receive))
-        rows = await model.infer(x, timing, receive, reserved=True)
-        return dumps(model.endpoint.answer(rows)[0]), JSON, []
+    def model(self, scope) -> ServedModel:
+        return self.plane.model(self.name)
 
-    async def _decode(self, scope, receive) -> np.ndarray:
-        settings = self.api.settings
+    async def decode(self, scope, receive, model: ServedModel) -> InferRequest:
+        settings = self.plane.settings
         request = Request(scope, receive)
         try:
             async with request.form(max_files=1, max_fields=8) as form:
                 upload, invert = form.get("image"), form.get("invert", "auto")
                 if upload is None or isinstance(upload, str):
-                    raise error(400, "image: a file field named `image` is required (multipart/form-data)")
+                    raise invalid("image: a file field named `image` is required (multipart/form-data)")
                 data = await upload.read()
         except HTTPException as exc:  # Starlette's multipart parser: a malformed body
-            raise error(exc.status_code, str(exc.detail)) from None
+            raise Refused(Kind.of_http(exc.status_code), str(exc.detail)) from None
         except MultiPartException as exc:  # the same, where Starlette's app is not in the scope
-            raise error(400, exc.message) from None
+            raise invalid(exc.message) from None
         # decoding a picture can take milliseconds: off the event loop
-        return await asyncio.to_thread(
+        x = await asyncio.to_thread(
             decode_upload, data, str(invert), settings.max_upload_bytes, settings.max_upload_pixels
         )
+        return InferRequest(x)
+
+    def encode(self, model: ServedModel, request: InferRequest, rows: np.ndarray) -> Answer:
+        return dumps(model.interface.answer(rows)[0]), JSON, []
 
 
 class V2Infer(Prediction):
     """POST /v2/models/{name}[/versions/{version}]/infer (JSON or binary tensors)."""
 
-    async def predict(self, scope, receive, timing: Timing) -> tuple[bytes, bytes, list]:
-        model = self.api.v2_model(scope["path_params"])
-        parsed = await model.admitted(self._decode(scope, receive, model))
-        rows = await model.infer(parsed.array, timing, receive, reserved=True)
-        values = model.endpoint.v2.output_values(rows, [name for name, _ in parsed.outputs])
-        content, headers = oip.encode_infer(model.endpoint.v2, model.version, parsed, values)
+    def model(self, scope) -> ServedModel:
+        params = scope["path_params"]
+        return self.plane.model(params["name"], params.get("version"))
+
+    async def decode(self, scope, receive, model: ServedModel) -> InferRequest:
+        length = header(scope, b"inference-header-content-length")
+        return oip.parse_infer(await read_body(receive), length, model.interface)
+
+    def encode(self, model: ServedModel, request: InferRequest, rows: np.ndarray) -> Answer:
+        interface = model.interface
+        values = interface.output_values(rows, [name for name, _ in request.outputs])
+        content, headers = oip.encode_infer(interface, model.version, request, values)
         extra = []
         if oip.HEADER_LENGTH in headers:
             extra.append((b"inference-header-content-length", headers[oip.HEADER_LENGTH].encode()))
         return content, headers["Content-Type"].encode(), extra
 
+
+def endpoint(method: Callable[[Request], Awaitable[Response]]) -> Handler:
+    """A Starlette endpoint (Request -> Response) as a handler of the route table; a refusal is its
+    JSON answer."""
+
+    async def handle(scope, receive, send) -> None:
+        try:
+            response = await method(Request(scope, receive))
+        except Refused as exc:
+            response = JSONResponse(exc.body(), status_code=exc.status)
+        await response(scope, receive, send)
+
+    return handle
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str  # the template, e.g. /v2/models/{name}/infer; also the label of its request metrics
+    method: str  # GET or POST
+    handler: Handler
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.path.split("/"))
+
+
+class Routes:
+    """The route table: exact paths in a dict, templated ones (`{name}` segments) by their number of
+    segments; `match` returns the route and its path parameters, or answers 404 / 405 (`missing`)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.all = tuple(routes)
+        self.exact: dict[str, list[Route]] = {}
+        self.templated: dict[int, list[tuple[tuple[str, ...], Route]]] = {}
+        for route in routes:
+            if "{" in route.path:
+                self.templated.setdefault(len(route.segments), []).append((route.segments, route))
+            else:
+                self.exact.setdefault(route.path, []).append(route)
+
+    def match(self, method: str, path: str) -> tuple[list[Route], dict]:
+        """The routes of `path` (each one method) and its parameters; ([], {}) when none."""
+        routes = self.exact.get(path)
+        if routes is not None:
+            return routes, {}
+        parts = path.split("/")
+        found: list[Route] = []
+        params: dict = {}
+        for segments, route in self.templated.get(len(parts), ()):
+            values = {}
+            for want, got in zip(segments, parts, strict=True):
+                if want[:1] == "{":
+                    if not got:
+                        break
+                    values[want[1:-1]] = got
+                elif want != got:
+                    break
+            else:
+                found.append(route)
+                params = values
+        return found, params
+
     @staticmethod
-    async def _decode(scope, receive, model: LiveModel) -> oip.InferRequest:
-        return oip.parse_infer(await read_body(receive), header_length(scope), model.endpoint.v2)
+    def pick(routes: list[Route], method: str) -> Route | None:
+        for route in routes:
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route
+        return None
 
-
-def _json_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    """Starlette's 404 (no such route) and 405 (wrong method) as `{"error": ...}`."""
-    message = f"{request.method} {request.url.path}: {exc.detail}"
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
-
-
-def _json_protocol_error(request: Request, exc: oip.ProtocolError) -> JSONResponse:
-    """An Open Inference Protocol route's refusal (unknown model or version, not ready yet)."""
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    async def missing(self, routes: list[Route], scope, send) -> None:
+        """404 (no such path) or 405 (not with this method, Allow: the ones it takes)."""
+        path = f"{scope['method']} {scope['path']}"
+        if not routes:
+            return await respond(send, 404, dumps({"error": f"{path}: Not Found"}))
+        allow = ", ".join(sorted({r.method for r in routes}))
+        await respond(
+            send, 405, dumps({"error": f"{path}: Method Not Allowed"}), headers=[(b"allow", allow.encode())]
+        )
 
 
 class HttpApi:
-    """Every route of the service. `attach()` gives it the worker's models (the service instance does,
-    once they are loaded and warmed up); until then predictions answer 503."""
+    """Every HTTP route of the service, over the worker's data plane."""
 
-    def __init__(self, settings: ServiceSettings, server_name: str) -> None:
-        self.settings = settings
-        self.server_name = server_name
-        self.models: dict[str, LiveModel] = {}
-        self.board: StatsBoard | None = None  # the statistics shared between workers
-        self.placement: dict = {}
-        self._backend_label = ""  # Server-Timing's backend: "onnx/cpu"
-        self.handlers = {e.route: JsonPredict(self, e) for e in ENDPOINTS.values()}
-        self.handlers[UPLOAD_ROUTE] = UploadPredict(self)
-        self.v2_infer = V2Infer(self)
-        model = "/v2/models/{name}"
-        routes = [Route(path, handler, methods=["POST"]) for path, handler in self.handlers.items()]
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+        infer = V2Infer(self)
+        routes = [Route(i.route, "POST", JsonPredict(self, i)) for i in plane.interfaces.values()]
         routes += [
-            Route("/", self.index, methods=["GET"]),
-            Route("/docs", self.docs_page, methods=["GET"]),
-            Route("/docs.json", self.docs_json, methods=["GET"]),
-            Route("/status", self.status, methods=["GET"]),
-            Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/health/live", self.live, methods=["GET"]),
-            Route("/v2/health/ready", self.v2_ready, methods=["GET"]),
-            Route("/v2/models/stats", self.stats, methods=["GET"]),
+            Route(UPLOAD_ROUTE, "POST", UploadPredict(self, plane.interfaces[UPLOAD_MODEL])),
+            Route(model + "/infer", "POST", infer),
+            Route(version + "/infer", "POST", infer),
         ]
-        for base in (model, model + "/versions/{version}"):
-            routes += [
-                Route(base, self.model_metadata, methods=["GET"]),
-                Route(base + "/ready", self.model_ready, methods=["GET"]),
-                Route(base + "/config", self.model_config, methods=["GET"]),
-                Route(base + "/stats", self.stats, methods=["GET"]),
-                Route(base + "/infer", self.v2_infer, methods=["POST"]),
-            ]
-        handlers = {HTTPException: _json_http_error, oip.ProtocolError: _json_protocol_error}
-        self.app = Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
+        gets = {
+            "/": self.index,
+            "/docs": self.docs_page,
+            "/docs.json": self.docs_json,
+            "/status": self.status,
+            "/v2": self.server_metadata,
+            "/v2/health/live": self.live,
+            "/v2/health/ready": self.v2_ready,
+            "/v2/models/stats": self.stats,
+        }
+        for base in (model, version):
+            gets[base] = self.model_metadata
+            gets[base + "/ready"] = self.model_ready
+            gets[base + "/config"] = self.model_config
+            gets[base + "/stats"] = self.stats
+        routes += [Route(path, "GET", endpoint(method)) for path, method in gets.items()]
+        self.routes = Routes(routes)
 
-    # --- the worker's models
-
-    def attach(self, models: dict[str, LiveModel], placement: dict, board: StatsBoard | None = None) -> None:
-        self.models = models
-        self.board = board
-        self.placement = placement
-        self._backend_label = f"{placement['backend']}/{placement['device']}"
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.models)
-
-    def model(self, name: str) -> LiveModel:
-        model = self.models.get(name)
-        if model is None:
-            raise error(503, NOT_READY)
-        return model
-
-    def v2_model(self, params: dict) -> LiveModel:
-        """The model of a V2 path; ProtocolError 404: unknown model or version, 503: not loaded yet."""
-        name = params["name"]
-        if name not in ENDPOINTS:
-            raise oip.ProtocolError(f"unknown model {name!r}; served: {sorted(ENDPOINTS)}", 404)
-        model = self.models.get(name)
-        if model is None:
-            raise oip.ProtocolError(NOT_READY, 503)
-        version = params.get("version")
-        if version is not None and version not in (model.version, model.served.bentoml_version):
-            raise oip.ProtocolError(
-                f"{name} version {version!r} is not served; served: {model.version!r} ({model.served.tag})",
-                404,
-            )
-        return model
-
-    def server_timing(self, timing: Timing) -> bytes:
-        return timing.header(self._backend_label).encode()
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app):
-        yield
-        for model in self.models.values():  # the requests in flight are answered first
-            await model.batcher.close()
+    async def app(self, scope, receive, send) -> None:
+        """The route table as an ASGI app (BentoML's mount; the front door's match is reused)."""
+        if scope["type"] != "http":
+            return
+        matched = scope.get(ROUTE_KEY)
+        if matched is None:
+            routes, params = self.routes.match(scope["method"], scope["path"])
+            matched = Routes.pick(routes, scope["method"])
+            if matched is None:
+                return await self.routes.missing(routes, scope, send)
+            scope["path_params"] = params
+        await matched.handler(scope, receive, send)
 
     # --- pages, documents, status
 
     async def index(self, request: Request) -> Response:
-        return HTMLResponse(pages.index(self))
+        return HTMLResponse(pages.index(self.plane))
 
     async def docs_page(self, request: Request) -> Response:
-        return HTMLResponse(pages.swagger(self.server_name))
+        return HTMLResponse(pages.swagger(self.plane.server_name))
 
     async def docs_json(self, request: Request) -> Response:
-        return JSONResponse(document(self.server_name, auth=self.settings.api_token is not None
-                                     or self.settings.api_token_file is not None))  # fmt: skip
+        settings = self.plane.settings
+        auth = settings.api_token is not None or settings.api_token_file is not None
+        return JSONResponse(document(self.plane.server_name, tuple(self.plane.interfaces.values()), auth))
 
     async def status(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "ready": self.ready,
-                "worker": {"index": bentoml.server_context.worker_index, "pid": os.getpid()},
-                "workers": self.settings.worker_count(),
-                "placement": self.placement,
-                "settings": self.settings.model_dump(mode="json"),  # secrets as "**********"
-                "models": {
-                    name: {
-                        **m.served.status(),
-                        "batching": {
-                            "max_batch_size": m.batcher.max_batch_size,
-                            "deadline_ms": m.endpoint.deadline_ms,
-                            "cost_ms": {
-                                "fixed": m.batcher.cost.fixed * 1e3,
-                                "per_row": m.batcher.cost.per_row * 1e3,
-                            },
-                        },
-                    }
-                    for name, m in self.models.items()
-                },
-            }
-        )
+        return JSONResponse(self.plane.status())
 
     # --- Open Inference Protocol: everything but inference
 
+    def _model(self, request: Request) -> ServedModel:
+        return self.plane.model(request.path_params["name"], request.path_params.get("version"))
+
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse(oip.server_metadata(self.server_name, bentoml.__version__))
+        return JSONResponse(self.plane.server_metadata())
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def v2_ready(self, request: Request) -> Response:
-        if self.ready:
+        if self.plane.ready:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, "error": NOT_READY}, status_code=503)
 
     async def model_metadata(self, request: Request) -> Response:
-        return JSONResponse(self.metadata_of(self.v2_model(request.path_params)))
-
-    def metadata_of(self, model: LiveModel) -> dict:
-        """The V2 model metadata of a served model (REST and gRPC)."""
-        platform = FORMATS[model.served.backend.kind].triton[0]
-        return oip.model_metadata(model.endpoint.v2, model.version, platform)
+        return JSONResponse(self.plane.metadata(self._model(request)))
 
     async def model_ready(self, request: Request) -> Response:
-        model = self.v2_model(request.path_params)
-        return JSONResponse({"name": model.endpoint.name, "ready": True})
+        model = self._model(request)
+        return JSONResponse({"name": model.name, "ready": True})
 
     async def model_config(self, request: Request) -> Response:
-        return JSONResponse(self.config_of(self.v2_model(request.path_params)))
-
-    def config_of(self, model: LiveModel) -> dict:
-        """Triton's model configuration of a served model (REST and gRPC)."""
-        endpoint = model.endpoint
-        return oip.model_config(
-            endpoint.v2,
-            model.version,
-            FORMATS[model.served.backend.kind].triton,
-            model.served.backend.device,
-            self.settings.worker_count(),
-            endpoint.max_batch_size,
-            endpoint.deadline_ms,
-            model.served.tag,
-            endpoint.queue_delay_us,
-        )
+        return JSONResponse(self.plane.config(self._model(request)))
 
     async def stats(self, request: Request) -> Response:
         """Triton's statistics, summed over all workers (service/stats_board.py)."""
-        names = list(ENDPOINTS)
-        if "name" in request.path_params:
-            names = [self.v2_model(request.path_params).endpoint.name]
-        if not self.ready:
-            return JSONResponse({"error": NOT_READY}, status_code=503)
-        return JSONResponse({"model_stats": self.statistics(names)})
-
-    def statistics(self, names: list[str] | None = None) -> list[dict]:
-        """Triton's `model_stats` of the models named (all by default), summed over the workers."""
-        totals = self.board.totals() if self.board else {n: m.stats for n, m in self.models.items()}
-        return [totals[name].as_triton(name, self.models[name].version) for name in names or self.models]
+        names = [self._model(request).name] if "name" in request.path_params else None
+        return JSONResponse({"model_stats": self.plane.statistics(names)})

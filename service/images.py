@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.specs import MNIST_IMAGE_SIZE
-from service.codecs import error
+from service.errors import Kind, Refused, invalid
 
 Invert = Literal["auto", "yes", "no"]
 INVERT_CHOICES: tuple[str, ...] = get_args(Invert)
@@ -68,26 +68,26 @@ def to_mnist(image: Image.Image, invert: Invert = "auto") -> np.ndarray:
 
 
 def decode_upload(data: bytes, invert: str, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """An uploaded image file -> (1, 1, 28, 28) float32; codecs.InvalidRequest (413 / 400) otherwise.
+    """An uploaded image file -> (1, 1, 28, 28) float32; Refused (TOO_LARGE 413, INVALID 400) otherwise.
     The pixel count is checked from the file's header, before anything is decoded (decompression
     bombs: a 25 Mpx PNG can be a 25 KB file)."""
     if invert not in INVERT_CHOICES:
-        raise error(400, f"invert is {invert!r}; it must be one of {', '.join(INVERT_CHOICES)}")
+        raise invalid(f"invert is {invert!r}; it must be one of {', '.join(INVERT_CHOICES)}")
     if len(data) > max_bytes:
-        raise error(413, f"image file is {len(data)} bytes; the limit is {max_bytes}")
+        raise Refused(Kind.TOO_LARGE, f"image file is {len(data)} bytes; the limit is {max_bytes}")
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise error(413, f"image is {w}x{h} pixels; the limit is {max_pixels} pixels")
+                raise Refused(Kind.TOO_LARGE, f"image is {w}x{h} pixels; the limit is {max_pixels} pixels")
             img.load()
             x = to_mnist(img, invert)
     except UnidentifiedImageError:
-        raise error(
-            400, "image: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
+        raise invalid(
+            "image: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
         ) from None
     except BlankImageError as exc:
-        raise error(400, f"image: {exc}") from None
+        raise invalid(f"image: {exc}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise error(400, f"image: could not be decoded ({exc})") from None
+        raise invalid(f"image: could not be decoded ({exc})") from None
     return x[None, None]

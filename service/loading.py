@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import attrs
@@ -20,6 +19,7 @@ import bentoml
 import numpy as np
 
 from models import integrity
+from models.messages import first_line
 from models.registry import reexport_command
 from models.specs import ModelSpec
 from service.placement import BackendUnavailableError, resolve
@@ -35,38 +35,6 @@ class ModelNotFoundError(RuntimeError):
 
 class ModelLoadError(RuntimeError):
     """A stored model file that the backend cannot load, or that does not behave like the model."""
-
-
-@dataclass
-class ServedModel:
-    spec: ModelSpec
-    tag: str
-    metadata: dict
-    backend: object  # models.backends.Backend
-    number: int = 1  # the version's place among the model's versions in the store (oldest = 1)
-
-    @property
-    def version(self) -> str:
-        """The Open Inference Protocol's version, an integer as Triton's clients expect (perf_analyzer
-        parses it as one): the n-th registered version of the model in the store. The BentoML tag
-        is in /status and the V2 model config's parameters."""
-        return str(self.number)
-
-    @property
-    def bentoml_version(self) -> str:
-        return self.tag.split(":", 1)[1]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.backend(np.ascontiguousarray(x, dtype=np.float32))
-
-    def status(self) -> dict:
-        return {
-            "tag": self.tag,
-            "v2_version": self.version,
-            **self.backend.describe(),
-            "input": self.metadata.get("io", {}).get("input"),
-            "test_metrics": {k: v for k, v in self.metadata.items() if k.startswith("test_")},
-        }
 
 
 def missing_model(tag, train_command: str) -> str:
@@ -127,7 +95,8 @@ def preflight(models: list[tuple[bentoml.models.BentoModel, ModelSpec]], setting
             if fmt.device_bound and placement.device != "cpu":
                 model_file(ref, spec, fmt, placement.device)
             else:
-                warm_up(load_model(ref, spec, settings, device="cpu"), (1, 2))
+                stored, backend = load_model(ref, spec, settings, device="cpu")
+                warm_up(backend, spec, str(stored.tag), (1, 2))
     except (ModelNotFoundError, DeviceUnavailableError, BackendUnavailableError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if settings.grpc_port:
@@ -140,9 +109,9 @@ def preflight(models: list[tuple[bentoml.models.BentoModel, ModelSpec]], setting
 
 def load_model(
     ref: bentoml.models.BentoModel, spec: ModelSpec, config: ServiceSettings, device: str | None = None
-) -> ServedModel:
-    """The model's file for the chosen backend, checked against its recorded sha256 and loaded on the
-    chosen device (or on `device`)."""
+):
+    """(the stored model, its backend): the model's file for the chosen backend, checked against its
+    recorded sha256 and loaded on the chosen device (or on `device`)."""
     from models.device import DeviceUnavailableError
     from models.formats import FORMATS
 
@@ -166,7 +135,7 @@ def load_model(
             f"({type(exc).__name__}: {first_line(exc)}); re-export it with "
             f"`{reexport_command(str(stored.tag), stored.path, spec.train_command)}`"
         ) from exc
-    return ServedModel(spec, str(stored.tag), dict(stored.info.metadata), backend, version_number(stored))
+    return stored, backend
 
 
 def version_number(stored) -> int:
@@ -201,38 +170,52 @@ def model_file(ref: bentoml.models.BentoModel, spec: ModelSpec, fmt, device: str
     return stored
 
 
-def _reexport(model: ServedModel) -> str:
-    return reexport_command(model.tag, bentoml.models.get(model.tag).path, model.spec.train_command)
+def _reexport(tag: str, spec: ModelSpec) -> str:
+    return reexport_command(tag, bentoml.models.get(tag).path, spec.train_command)
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:300]
-
-
-def warm_up(model: ServedModel, batch_sizes: tuple[int, ...], repeats: int = 1) -> list[tuple[int, float]]:
+def warm_up(backend, spec: ModelSpec, tag: str, batch_sizes: tuple[int, ...], repeats: int = 1):
     """Run the backend at a few batch sizes (allocations, kernel selection) and check the output: a
     file of another model fails here (wrong input or output shape). Returns (rows, seconds) of the
     last of `repeats` runs per size: the batcher's first cost estimates."""
-    spec, kind = model.spec, model.backend.kind
+    kind = backend.kind
     timings = []
     for n in batch_sizes:
         x = np.full((n, *spec.input_shape), 0.5, dtype=np.float32)
         for _ in range(repeats):
             start = time.perf_counter()
             try:
-                out = model.predict(x)
+                out = backend(x)
             except Exception as exc:
                 raise ModelLoadError(
-                    f"{model.tag}: its {kind} model does not take {spec.name}'s input (batch of shape "
+                    f"{tag}: its {kind} model does not take {spec.name}'s input (batch of shape "
                     f"{(n, *spec.input_shape)}): {type(exc).__name__}: {first_line(exc)}; re-export it "
-                    f"with `{_reexport(model)}`"
+                    f"with `{_reexport(tag, spec)}`"
                 ) from exc
             seconds = time.perf_counter() - start
         if out.shape != (n, *spec.output_shape) or not np.isfinite(out).all():
             raise ModelLoadError(
-                f"{model.tag}: its {kind} model answered a batch of {n} with shape {out.shape} "
-                f"(expected {(n, *spec.output_shape)}, finite); re-export it with `{_reexport(model)}`"
+                f"{tag}: its {kind} model answered a batch of {n} with shape {out.shape} "
+                f"(expected {(n, *spec.output_shape)}, finite); re-export it with `{_reexport(tag, spec)}`"
             )
         timings.append((n, seconds))
-    logger.info("warmed up %s at batch sizes %s", model.tag, batch_sizes)
+    logger.info("warmed up %s at batch sizes %s", tag, batch_sizes)
     return timings
+
+
+def serve(ref: bentoml.models.BentoModel, interface, settings: ServiceSettings, board=None):
+    """One model loaded from the store, warmed up and given its batcher: the data plane's ServedModel."""
+    from service.batching import CostModel
+    from service.dataplane import ServedModel
+
+    spec, limits = interface.spec, interface.limits
+    stored, backend = load_model(ref, spec, settings)
+    tag = str(stored.tag)
+    sizes = tuple(sorted({1, 8, limits.max_batch_size}))
+    cost = CostModel.fit(warm_up(backend, spec, tag, sizes, repeats=3))
+    logger.info(
+        "%s: batches of up to %d rows, deadline %d ms; cost %.3f ms + %.4f ms per row",
+        tag, limits.max_batch_size, limits.max_latency_ms, cost.fixed * 1e3, cost.per_row * 1e3,
+    )  # fmt: skip
+    metadata = dict(stored.info.metadata)
+    return ServedModel.start(interface, backend, tag, metadata, version_number(stored), cost, board=board)

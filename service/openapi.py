@@ -9,8 +9,8 @@ from importlib import metadata
 
 from models.specs import MNIST
 from service import oip_openapi
-from service.endpoints import ENDPOINTS, UPLOAD_ROUTE
 from service.images import INVERT_CHOICES
+from service.interface import UPLOAD_ROUTE, ModelInterface
 from service.schemas import prediction_model
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -106,10 +106,11 @@ def _version() -> str:
 
 
 @cache
-def document(server_name: str, auth: bool = False) -> dict:
+def document(server_name: str, models: tuple[ModelInterface, ...], auth: bool = False) -> dict:
+    """The OpenAPI document of the service's routes for these models."""
     codes = ("400", *(("401",) if auth else ()), "413", "415", "429", "503", "504")
     paths = {}
-    for endpoint in ENDPOINTS.values():
+    for endpoint in models:
         body = {
             "required": True,
             "content": {
@@ -162,7 +163,7 @@ def document(server_name: str, auth: bool = False) -> dict:
     ready = "Readiness probe: 200 once every worker's models are loaded"
     paths["/readyz"] = _get(ready, _text("ready"), infra, **{"503": _text("not ready")})
     paths["/metrics"] = _get("Prometheus metrics of all workers", _text("Prometheus text format"), infra)
-    paths.update(oip_openapi.paths(list(ENDPOINTS)))
+    paths.update(oip_openapi.paths([m.name for m in models]))
     return {
         "openapi": "3.0.2",
         "info": {

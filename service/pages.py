@@ -8,7 +8,7 @@ from html import escape
 
 from models import registry
 from models.specs import HOUSING
-from service.endpoints import ENDPOINTS, UPLOAD_ROUTE
+from service.interface import UPLOAD_ROUTE
 
 STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 62rem; margin: 2rem auto; padding: 0 1rem; }
@@ -25,21 +25,21 @@ def _metric(metadata: dict) -> str:
     return ", ".join(f"{k.removeprefix('test_')} {v:.4g}" for k, v in sorted(metrics.items())) or "-"
 
 
-def index(api) -> str:
-    """The first page. `api`: service.http.HttpApi (its models once loaded)."""
+def index(plane) -> str:
+    """The first page. `plane`: the worker's service.dataplane.DataPlane (its models once loaded)."""
     rows = []
-    for name, endpoint in ENDPOINTS.items():
-        model = api.models.get(name)
+    for name, interface in plane.interfaces.items():
+        model = plane.models.get(name)
         if model is None:
             tag, runs, metric = "(loading)", "-", "-"
         else:
-            described = model.served.backend.describe()
-            tag, runs = model.served.tag, f"{described['backend']} on {described['device']}"
-            metric = _metric(model.served.metadata)
-        spec = endpoint.spec
+            described = model.backend.describe()
+            tag, runs = model.tag, f"{described['backend']} on {described['device']}"
+            metric = _metric(model.metadata)
+        spec = interface.spec
         rows.append(
             f"<tr><td><code>{escape(name)}</code></td><td>{escape(tag)}</td><td>{escape(runs)}</td>"
-            f"<td>{escape(metric)}</td><td><code>POST {endpoint.route}</code>, "
+            f"<td>{escape(metric)}</td><td><code>POST {interface.route}</code>, "
             f"<code>POST /v2/models/{name}/infer</code></td>"
             f"<td><code>{spec.input_name}</code> {list((-1, *spec.input_shape))} &rarr; "
             f"<code>{spec.output_name}</code> {list((-1, *spec.output_shape))}</td></tr>"
@@ -55,13 +55,13 @@ def index(api) -> str:
         ("/livez", "liveness probe"),
         ("/v2", "Open Inference Protocol: server metadata"),
         ("/v2/models/stats", "Open Inference Protocol: Triton statistics"),
-        *((f"/v2/models/{name}", f"Open Inference Protocol: {name} metadata") for name in ENDPOINTS),
+        *((f"/v2/models/{name}", f"Open Inference Protocol: {name} metadata") for name in plane.interfaces),
     ]
     link_items = "\n".join(f'<li><a href="{href}">{href}</a>: {escape(text)}</li>' for href, text in links)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(api.server_name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(plane.server_name)}</title>
 <style>{STYLE}</style></head><body>
-<h1>{escape(api.server_name)}</h1>
+<h1>{escape(plane.server_name)}</h1>
 <p class="muted">PyTorch models exported to ONNX / TorchScript / AOTInductor, served with batching by this
 BentoML service: JSON endpoints, an image upload, and the Open Inference Protocol (KServe V2) as
 Triton's clients speak it. Every prediction answers with a <code>Server-Timing</code> header (queue,

@@ -1,5 +1,5 @@
-"""The BentoML service: every model of the registry (models/registry.py) behind batched HTTP APIs
-(service/http.py).
+"""The BentoML service: every model of the registry (models/registry.py) behind the worker's data plane
+(service/dataplane.py), over HTTP (service/http.py) and gRPC (service/oip_grpc.py).
 
     bentoml serve                                  # from the repo root (bentofile.yaml)
     MODEL_BACKEND=torchscript bentoml serve --port 3000
@@ -8,13 +8,13 @@
 BentoML does what it is good at: the model store (the models are the service's class attributes, so
 `bentoml build` packs them), `bentoml serve` (processes, workers, /livez, /readyz, /metrics), the
 life cycle (the preflight before any worker starts, the models loaded in each worker before it is
-ready), `bentoml build` / `bentoml containerize`. The request path is ours (service/http.py,
-service/batching.py), mounted with `@bentoml.asgi_app` and put in front of BentoML's per-request
-middleware by `ModelServingService.to_asgi` (service/front.py).
+ready), `bentoml build` / `bentoml containerize`. The request path is ours, mounted with
+`@bentoml.asgi_app` and put in front of BentoML's per-request middleware by
+`ModelServingService.to_asgi` (service/front.py).
 
 Life cycle of a worker: load each model from the store (a missing one names its training command) ->
 warm its backend up at a few batch sizes (the batcher's first cost estimates) -> one batcher per
-model -> ready.
+model -> attached to the data plane -> ready.
 """
 
 from __future__ import annotations
@@ -23,25 +23,25 @@ import gc
 
 import bentoml
 
-from service.batching import CostModel
-from service.endpoints import ENDPOINTS
+from service.dataplane import DataPlane
 from service.front import FrontDoor
-from service.http import HttpApi, LiveModel
-from service.loading import StoreModel, load_model, logger, preflight, warm_up
+from service.http import HttpApi
+from service.loading import StoreModel, preflight, serve
 from service.placement import resolve
 from service.settings import get_settings
 from service.stats_board import StatsBoard
 
 settings = get_settings()
 SERVICE_NAME = "model_serving"
-API = HttpApi(settings, SERVICE_NAME)  # the routes; the worker's models are attached when loaded
+PLANE = DataPlane(settings, SERVICE_NAME)  # the worker's models are attached once loaded
+API = HttpApi(PLANE)
 
 # The store's version of each model (MODELS__<NAME>__TAG, default <name>:latest)
 REFS = {
-    name: StoreModel(settings.model(name).tag, train_command=endpoint.spec.train_command)
-    for name, endpoint in ENDPOINTS.items()
+    name: StoreModel(model.limits.tag, train_command=model.spec.train_command)
+    for name, model in PLANE.interfaces.items()
 }
-MODELS = [(REFS[name], endpoint.spec) for name, endpoint in ENDPOINTS.items()]
+MODELS = [(REFS[name], model.spec) for name, model in PLANE.interfaces.items()]
 
 
 class ModelServingService(bentoml.Service):
@@ -49,19 +49,6 @@ class ModelServingService(bentoml.Service):
 
     def to_asgi(self, *args, **kwargs):
         return FrontDoor(API, super().to_asgi(*args, **kwargs), settings)
-
-
-def live_model(name: str, board: StatsBoard) -> LiveModel:
-    """One model loaded, warmed up and given its batcher, in this worker."""
-    endpoint = ENDPOINTS[name]
-    served = load_model(REFS[name], endpoint.spec, settings)
-    sizes = tuple(sorted({1, 8, endpoint.max_batch_size}))
-    cost = CostModel.fit(warm_up(served, sizes, repeats=3))
-    logger.info(
-        "%s: batches of up to %d rows, deadline %d ms; cost %.3f ms + %.4f ms per row",
-        served.tag, endpoint.max_batch_size, endpoint.deadline_ms, cost.fixed * 1e3, cost.per_row * 1e3,
-    )  # fmt: skip
-    return LiveModel.start(endpoint, served, cost, board=board)
 
 
 class Models:
@@ -91,12 +78,12 @@ class ModelService(Models):
 
     def __init__(self) -> None:
         board = StatsBoard.from_env()  # Triton's statistics summed over the workers
-        self.models = {name: live_model(name, board) for name in ENDPOINTS}
+        self.models = {name: serve(REFS[name], i, settings, board) for name, i in PLANE.interfaces.items()}
         # Everything alive now (models, libraries) lives as long as the process: move it out of the
         # collector's generations so that full collections under load only scan request garbage.
         gc.collect()
         gc.freeze()
-        API.attach(self.models, resolve(settings.model_backend, settings.model_device).as_dict(), board)
+        PLANE.attach(self.models, resolve(settings.model_backend, settings.model_device).as_dict(), board)
 
     def __is_ready__(self) -> bool:
-        return API.ready
+        return PLANE.ready

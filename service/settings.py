@@ -39,11 +39,16 @@ class ModelSettings(BaseModel):
 class ModelLimits:
     """A model's resolved settings: MODELS__<NAME>__* > the old flat names > the registry's defaults."""
 
+    name: str  # the model's
     tag: str
     max_batch_size: int
     max_latency_ms: int
     max_items: int
     queue_delay_us: int
+
+    def setting(self, field: str) -> str:
+        """The environment variable of one of these settings, e.g. MODELS__MNIST_CNN__MAX_LATENCY_MS."""
+        return f"MODELS__{self.name.upper()}__{field.upper()}"
 
 
 # The flat names of the first two models, kept as aliases of their MODELS__<NAME>__* settings.
@@ -123,6 +128,9 @@ class ServiceSettings(BaseSettings):
     # 0 = off. GRPC_HOST: the address it listens on (the container's image sets 0.0.0.0).
     grpc_port: int = Field(8001, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"
+    # The server under the gRPC servicer (service/oip_grpc.py): `native` (pygrpc-native, HTTP/2 in
+    # Rust, calls handed to the event loop in batches) or `grpcio` (grpc.aio): BENCHMARKS.md compares them.
+    grpc_server: Literal["native", "grpcio"] = "grpcio"
     # Request limits (MAX_BODY_BYTES is also gRPC's largest message).
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)
@@ -155,6 +163,7 @@ class ServiceSettings(BaseSettings):
             return default if value is None else value
 
         return ModelLimits(
+            name=name,
             tag=pick("tag", f"{name}:latest"),
             max_batch_size=pick("max_batch_size", entry.max_batch_size),
             max_latency_ms=pick("max_latency_ms", entry.max_latency_ms),

@@ -12,14 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.device import DEVICE_CHOICES, DeviceUnavailableError
+from models.device import DEVICE_CHOICES
 from models.formats import FORMATS
-from models.integrity import IntegrityError
-from training.data import DatasetMissingError, default_data_dir
-from training.export import ParityError, StoredModelError
-
-# Errors that end a run with one clear line instead of a traceback.
-USER_ERRORS = (DatasetMissingError, ParityError, DeviceUnavailableError, StoredModelError, IntegrityError)
+from training.data import default_data_dir
+from training.errors import USER_ERRORS
 
 
 def format_list(text: str) -> tuple[str, ...]:
@@ -102,6 +98,6 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         main(argv)
     except USER_ERRORS as exc:
         sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:  # Ctrl+C: registration is all or nothing (training.export.register)
+    except KeyboardInterrupt:  # Ctrl+C: registration is all or nothing (training.export.store.register)
         print("interrupted: nothing was registered for this run; run it again to train", file=sys.stderr)
         sys.exit(130)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.errors import DatasetMissingError
+
 logger = logging.getLogger(__name__)
 
 SPLIT_SEED = 42
@@ -26,10 +28,6 @@ def default_data_dir() -> Path:
 
 
 MNIST_VALID_SIZE = 5_000
-
-
-class DatasetMissingError(RuntimeError):
-    """The dataset is not in DATA_DIR and could not be downloaded."""
 
 
 def _missing(name: str, data_dir: Path, expected: str, reason: str) -> DatasetMissingError:

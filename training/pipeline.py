@@ -18,7 +18,8 @@ from models.device import full_precision_cuda, resolve_device
 from models.specs import ModelSpec
 from training.cli import seed_everything
 from training.data import Split, Splits
-from training.export import PARITY_BATCH_SIZES, export_and_register
+from training.export.parity import PARITY_BATCH_SIZES
+from training.export.store import export_and_register
 from training.loop import EpochLog, Metric, fit, make_loader
 
 logger = logging.getLogger(__name__)

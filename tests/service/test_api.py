@@ -19,59 +19,22 @@ import pytest
 import tritonclient.http as triton
 
 from loadtests.payloads import png_bytes
-from models.specs import ModelSpec
+from models.specs import HOUSING, MNIST
 from service.batching import CostModel
-from service.endpoints import ENDPOINTS
+from service.dataplane import DataPlane
 from service.front import FrontDoor
-from service.http import HttpApi, LiveModel
-from service.loading import ServedModel
-from service.settings import ServiceSettings
+from service.http import HttpApi
+from tests.service.inprocess import FakeBackend, bentoml_stand_in, fake_plane
+
+pytestmark = pytest.mark.inprocess
 
 
-class FakeBackend:
-    """Logits / values from the input's row sums (each answer identifies its row); optionally slow,
-    held by a gate, or failing for rows holding `poison`."""
-
-    kind = "onnx"
-    device = "cpu"
-
-    def __init__(self, spec: ModelSpec, seconds=0.0, gate: threading.Event | None = None, poison=None):
-        self.spec, self.seconds, self.gate, self.poison = spec, seconds, gate, poison
-        self.rows_seen = 0
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.gate is not None:
-            self.gate.wait(10)
-        time.sleep(self.seconds)
-        if self.poison is not None and (x == self.poison).any():
-            raise RuntimeError("poisoned batch")
-        self.rows_seen += len(x)
-        sums = x.reshape(len(x), -1).sum(axis=1, dtype=np.float32)
-        return np.repeat(sums[:, None], self.spec.output_shape[0], axis=1) * np.arange(
-            1, self.spec.output_shape[0] + 1, dtype=np.float32
-        )
-
-    def describe(self) -> dict:
-        return {"backend": self.kind, "device": self.device}
-
-
-async def bentoml_stand_in(scope, receive, send):
-    """Answers BentoML's own paths (/livez, /readyz, /metrics, ...) with 200 "bentoml"."""
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"bentoml"})
-
-
-def make_api(backends: dict | None = None, deadline_s: float = 10.0, **settings) -> tuple[FrontDoor, HttpApi]:
-    config = ServiceSettings(**settings)
-    api = HttpApi(config, "model_serving")
-    models = {}
-    for name, endpoint in ENDPOINTS.items():
-        backend = (backends or {}).get(name) or FakeBackend(endpoint.spec)
-        served = ServedModel(endpoint.spec, f"{name}:v1", {"test_metric": 1.0}, backend)
-        models[name] = LiveModel.start(endpoint, served, CostModel(0.0, 0.0), metrics=False)
-        models[name].batcher.deadline_s = deadline_s
-    api.attach(models, {"backend": "onnx", "device": "cpu", "reason": "test", "gpu": None})
-    return FrontDoor(api, bentoml_stand_in, config), api
+def make_api(
+    backends: dict | None = None, max_latency_ms: int = 10_000, **settings
+) -> tuple[FrontDoor, DataPlane]:
+    """The front door over a data plane of fake backends (`backends`: model name -> backend to use)."""
+    plane = fake_plane(backends, max_latency_ms, **settings)
+    return FrontDoor(HttpApi(plane), bentoml_stand_in, plane.settings), plane
 
 
 def client(front) -> httpx.AsyncClient:
@@ -180,8 +143,8 @@ def test_authentication_guards_every_path_but_the_open_ones():
 
 def test_deadline_admission_answers_503_with_retry_after_at_once():
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate)
-    front, api = make_api({"housing_mlp": backend}, deadline_s=0.05)
+    backend = FakeBackend(HOUSING, gate=gate)
+    front, api = make_api({"housing_mlp": backend}, max_latency_ms=50)
     api.models["housing_mlp"].batcher.cost = CostModel(0.0, 0.01)  # 10 ms per row
 
     async def main():
@@ -202,7 +165,7 @@ def test_deadline_admission_answers_503_with_retry_after_at_once():
 
 def test_concurrency_cap_and_request_timeout():
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate)
+    backend = FakeBackend(HOUSING, gate=gate)
     front, _ = make_api({"housing_mlp": backend}, max_concurrency=1, request_timeout_s=1)
 
     async def main():
@@ -221,7 +184,7 @@ def test_concurrency_cap_and_request_timeout():
 
 def test_byte_budget_sheds_at_once_and_one_request_alone_always_fits():
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["mnist_cnn"].spec, gate=gate)
+    backend = FakeBackend(MNIST, gate=gate)
     front, _ = make_api({"mnist_cnn": backend}, max_inflight_bytes=1 << 20)
     body = json.dumps({"images": np.zeros((40, 28, 28)).tolist()}).encode()  # ~0.25 MB each
 
@@ -244,7 +207,7 @@ def test_byte_budget_sheds_at_once_and_one_request_alone_always_fits():
 
 def test_a_failing_batch_fails_only_its_requests():
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate, poison=13.0)
+    backend = FakeBackend(HOUSING, gate=gate, poison=13.0)
     front, _ = make_api({"housing_mlp": backend})
 
     async def main():
@@ -270,7 +233,7 @@ def test_a_client_that_goes_away_is_not_computed():
     """A request queued behind a long batch (expected wait above WATCH_DISCONNECT_S) whose client
     disconnects is dropped: the backend never sees its rows, and nothing is sent."""
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate)
+    backend = FakeBackend(HOUSING, gate=gate)
     front, api = make_api({"housing_mlp": backend})
     api.models["housing_mlp"].batcher.cost = CostModel(0.2, 0.0)  # 200 ms a batch: worth watching
 
@@ -365,7 +328,7 @@ def test_upload_joins_the_mnist_batcher():
 
 def test_docs_json_documents_every_route_and_the_first_page_links_work():
     front, api = make_api()
-    routes = {route.path for route in api.app.routes}
+    routes = {route.path for route in front.routes.all}
 
     async def main():
         async with client(front) as c:
@@ -390,7 +353,7 @@ def test_docs_json_documents_every_route_and_the_first_page_links_work():
 def test_a_request_that_times_out_while_watching_its_client_gets_504():
     """REQUEST_TIMEOUT_S also ends a request that waits long enough to watch its connection."""
     gate = threading.Event()
-    backend = FakeBackend(ENDPOINTS["housing_mlp"].spec, gate=gate)
+    backend = FakeBackend(HOUSING, gate=gate)
     front, api = make_api({"housing_mlp": backend}, request_timeout_s=1)
     api.models["housing_mlp"].batcher.cost = CostModel(0.2, 0.0)  # 200 ms a batch: watched
 

@@ -12,8 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from service.batching import Batcher, BatchFailed, CostModel, Overloaded
+from service.batching import Batcher, CostModel
+from service.errors import BatchFailed, Overloaded
 from service.timing import Timing, TritonStats
+
+pytestmark = pytest.mark.inprocess
 
 
 class FakeBackend:

@@ -13,12 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import oip
-from service.codecs import InvalidRequest, JsonRows, digit_predictions, softmax
-from service.endpoints import ENDPOINTS
+from service.codecs import JsonRows, digit_predictions, softmax
+from service.errors import Refused
 from service.images import decode_upload
+from service.interface import interfaces
+from service.settings import ServiceSettings
 
-HOUSING = ENDPOINTS["housing_mlp"].codec
-DIGITS = ENDPOINTS["mnist_cnn"].codec
+pytestmark = pytest.mark.inprocess
+MODELS = interfaces(ServiceSettings())
+HOUSING = MODELS["housing_mlp"].codec
+DIGITS = MODELS["mnist_cnn"].codec
 
 
 def slow(codec: JsonRows, body: bytes):
@@ -33,9 +37,9 @@ def slow(codec: JsonRows, body: bytes):
 def decoded(codec: JsonRows, body: bytes):
     try:
         return "ok", codec.decode(body).reshape(-1, *codec.item_shape)
-    except InvalidRequest as exc:
-        assert exc.status == 400 and exc.body["error"].endswith("validation error for Input")
-        return "error", exc.body["detail"]
+    except Refused as exc:
+        assert exc.status == 400 and exc.body()["error"].endswith("validation error for Input")
+        return "error", exc.body()["detail"]
 
 
 def same(a, b) -> bool:
@@ -107,10 +111,10 @@ def test_valid_bodies_decode_to_the_model_shape():
 
 
 def test_error_body_names_the_field():
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(Refused) as info:
         HOUSING.decode(b'{"features": [[1, 2, 3, 4, 5, 6, 7, "8"]]}')
-    assert info.value.body["error"] == "1 validation error for Input"
-    assert info.value.body["detail"][0]["loc"] == ("features", 0, 7)
+    assert info.value.body()["error"] == "1 validation error for Input"
+    assert info.value.body()["detail"][0]["loc"] == ("features", 0, 7)
 
 
 def test_post_processing():
@@ -124,7 +128,7 @@ def test_post_processing():
     )
 
 
-V2 = ENDPOINTS["mnist_cnn"].v2
+V2 = MODELS["mnist_cnn"]
 
 
 def _v2_json(data, **tensor) -> bytes:
@@ -153,7 +157,7 @@ def test_v2_json_and_binary_decode_to_the_same_array():
     ],
 )
 def test_v2_json_data_must_be_numbers_of_the_right_count(data, words):
-    with pytest.raises(oip.ProtocolError, match=words.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(Refused, match=words.replace("[", r"\[").replace("]", r"\]")):
         oip.parse_infer(_v2_json(data), None, V2)
 
 
@@ -189,6 +193,6 @@ def test_upload_codec_limits_and_errors(tmp_path):
         (png_bytes(np.zeros((28, 28))), "auto", 400, "no digit"),
         (png_bytes(np.eye(28)) + b"\0" * 100, "auto", 413, "bytes"),
     ):
-        with pytest.raises(InvalidRequest) as info:
+        with pytest.raises(Refused) as info:
             decode_upload(data, invert, len(png_bytes(np.eye(28))) + 10, 16 << 20)
-        assert info.value.status == status and words in info.value.body["error"], (words, info.value.body)
+        assert info.value.status == status and words in info.value.message, (words, info.value.message)

@@ -10,10 +10,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from models.backends import OnnxBackend
+from models.formats import FORMATS, Format, export_onnx
 from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
 from models.mnist import MnistCNN, MnistConfig
 from models.specs import HOUSING, MNIST
-from training.export import ExportedFiles, ParityError, check_parity, export, register
+from training.errors import ParityError
+from training.export.graphs import ExportedFiles, export
+from training.export.parity import check_parity
+from training.export.store import register
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +122,20 @@ def test_parity_gate_rejects_torchscript_of_another_model(housing_model, housing
     mixed = ExportedFiles({**housing_files.files, "torchscript": other_files.files["torchscript"]})
     with pytest.raises(ParityError, match="torchscript batch 64"):
         check_parity(housing_model, HOUSING, mixed, housing.test.x[:100])
+
+
+class SilentBackend(OnnxBackend):
+    """Loads like the ONNX backend, then fails every batch with an exception that has no message."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError()
+
+
+def test_parity_gate_names_a_backend_error_that_has_no_message(monkeypatch, housing_model, housing, tmp_path):
+    """An exception with an empty message is told by its type (it once raised IndexError instead,
+    hiding the real error)."""
+    silent = Format("onnx_silent", "model.silent.onnx", "onnxruntime", export_onnx, SilentBackend)
+    monkeypatch.setitem(FORMATS, silent.name, silent)
+    files = export(housing_model, HOUSING, housing.test.x[:8], tmp_path, formats=(silent.name,))
+    with pytest.raises(ParityError, match=r"onnx_silent batch 1: RuntimeError; .*Nothing was registered"):
+        check_parity(housing_model, HOUSING, files, housing.test.x[:100])

@@ -16,7 +16,9 @@ from models.housing import FeaturePreprocess, HousingConfig, HousingMLP
 from models.specs import HOUSING
 from service.placement import choose
 from service.settings import ServiceSettings
-from training.export import check_parity, export, register
+from training.export.graphs import export
+from training.export.parity import check_parity
+from training.export.store import register
 
 # An ONNX file under another name: exported, checked and served by the ONNX code it names.
 DUMMY = Format("onnx_copy", "model.copy.onnx", "onnxruntime", export_onnx, OnnxBackend)
@@ -54,11 +56,11 @@ def test_a_format_added_to_the_registry_is_exported_checked_registered_and_serve
 
     settings = ServiceSettings(model_backend=DUMMY.name, model_device="cpu")
     assert choose(DUMMY.name, "auto").backend == DUMMY.name
-    served = load_model(StoreModel(tag), HOUSING, settings)
+    stored, backend = load_model(StoreModel(tag), HOUSING, settings)
     with torch.inference_mode():
         eager = model(torch.from_numpy(np.ascontiguousarray(x[:5]))).numpy()
-    np.testing.assert_allclose(served.predict(x[:5]), eager, atol=1e-5)
-    assert served.backend.kind == "onnx" and served.status()["backend"] == "onnx"
+    np.testing.assert_allclose(backend(np.ascontiguousarray(x[:5])), eager, atol=1e-5)
+    assert str(stored.tag) == tag and backend.kind == "onnx" and backend.describe()["backend"] == "onnx"
 
     # the load-test runner sweeps every registered format by default
     assert DUMMY.name in run.build_parser().parse_args([]).backends

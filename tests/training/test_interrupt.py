@@ -14,7 +14,7 @@ from pathlib import Path
 import bentoml
 
 from loadtests.server import REPO
-from training.export import discard_version
+from training.export.store import discard_version
 
 
 def _versions(name: str) -> set[str]:
