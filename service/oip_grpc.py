@@ -134,19 +134,20 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             self._authorize(context)
             model = self._model(request.model_name, request.model_version)
-            plane.enter()
+            task = plane.enter()
             try:
-                async with asyncio.timeout(plane.timeout_s):
-                    decoded, rows = await plane.predict(
-                        model, request.ByteSize(), _decoding(request, model.interface), timing
-                    )
+                decoded, rows = await plane.predict(
+                    model, request.ByteSize(), _decoding(request, model.interface), timing
+                )
+            except asyncio.CancelledError:
+                if not plane.timed_out(task):
+                    raise
+                raise Refused(Kind.TIMED_OUT, timed_out(plane.timeout_s)) from None
             finally:
-                plane.leave()
+                plane.leave(task)
             response = encode(model, decoded, rows)
         except Refused as exc:
             failure = (status_code(exc.kind), exc.message)
-        except TimeoutError:
-            failure = (grpc.StatusCode.DEADLINE_EXCEEDED, timed_out(plane.timeout_s))
         except Exception:
             logger.exception("unexpected error on a gRPC ModelInfer")
             failure = (grpc.StatusCode.INTERNAL, UNEXPECTED)
@@ -164,10 +165,14 @@ def decode(request, model: ModelInterface) -> InferRequest:
     """A ModelInferRequest as the data plane's InferRequest: its input checked as REST's
     (oip.check_input), the values from `raw_input_contents` (little-endian FP32, as tritonclient sends
     them) or `contents.fp32_contents`; the outputs asked for (all by default), unknown ones refused."""
-    names = tuple(o.name for o in request.outputs) or tuple(t.name for t in model.outputs)
-    unknown = [n for n in names if model.output(n) is None]
-    if unknown:
-        raise invalid(f"outputs: {unknown} unknown; {model.name} has {[t.name for t in model.outputs]}")
+    if request.outputs:
+        names = [o.name for o in request.outputs]
+        unknown = [n for n in names if n not in model.output_names]
+        if unknown:
+            raise invalid(f"outputs: {unknown} unknown; {model.name} has {list(model.output_names)}")
+        outputs = tuple((name, True) for name in names)
+    else:
+        outputs = model.raw_outputs
     if len(request.inputs) != 1:
         raise invalid(f"inputs must be a list of one tensor, {model.input.name!r}")
     tensor = request.inputs[0]
@@ -182,7 +187,7 @@ def decode(request, model: ModelInterface) -> InferRequest:
         array = oip.from_bytes(raw[0], shape, "raw_input_contents[0]")
     else:
         array = oip.from_values(tensor.contents.fp32_contents, shape, "inputs[0].contents.fp32_contents")
-    return InferRequest(array, tuple((name, True) for name in names), request.id)
+    return InferRequest(array, outputs, request.id)
 
 
 def encode(model: ServedModel, request: InferRequest, rows: np.ndarray):

@@ -128,9 +128,10 @@ class ServiceSettings(BaseSettings):
     # 0 = off. GRPC_HOST: the address it listens on (the container's image sets 0.0.0.0).
     grpc_port: int = Field(8001, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"
-    # The server under the gRPC servicer (service/oip_grpc.py): `native` (pygrpc-native, HTTP/2 in
-    # Rust, calls handed to the event loop in batches) or `grpcio` (grpc.aio): BENCHMARKS.md compares them.
-    grpc_server: Literal["native", "grpcio"] = "grpcio"
+    # The server under the gRPC servicer (service/oip_grpc.py): `native` (pygrpc-native: grpc.aio's API,
+    # HTTP/2 in Rust, calls handed to the event loop in batches; a third of grpc.aio's CPU per call) or
+    # `grpcio` (grpc.aio itself, the fallback): BENCHMARKS.md compares them.
+    grpc_server: Literal["native", "grpcio"] = "native"
     # Request limits (MAX_BODY_BYTES is also gRPC's largest message).
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers (431 past it)

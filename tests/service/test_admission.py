@@ -110,3 +110,103 @@ def test_requests_past_the_byte_budget_are_shed_and_the_worker_goes_on(smoke_mod
         statuses[200] > 0 and shed and all(str(k).startswith('503 {"error":"overloaded: ') for k in shed)
     ), statuses
     assert r.status_code == 200 and alone.status_code == 200  # one request alone always fits
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_a_grpc_flood_of_large_messages_is_refused_by_the_byte_budget(smoke_models):
+    """gRPC goes through the same admission as HTTP: with MAX_INFLIGHT_BYTES=4000000 and a long MNIST
+    deadline, 64 concurrent calls of 256 images (0.8 MB each, 51 MB together) against one worker: the
+    calls past the budget are refused at once with UNAVAILABLE naming it, the others answered (only
+    those two outcomes), the bytes the worker held never passed the budget by more than one message,
+    the worker's memory (after one call of that size) grew by less than 64 MiB and a third flood does
+    not grow it past the second, and good calls are answered afterwards."""
+    import threading
+
+    import grpc
+    import numpy as np
+    import requests
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    env = models_env(
+        smoke_models, WORKERS="1", MAX_INFLIGHT_BYTES="4000000", MODELS__MNIST_CNN__MAX_LATENCY_MS="120000"
+    )
+    images = np.random.default_rng(0).random((256, 1, 28, 28), dtype=np.float32)
+    request = service_pb2.ModelInferRequest(model_name=MNIST.name)
+    request.inputs.add(name=MNIST.input_name, datatype="FP32", shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+
+    async def flood(address: str) -> list:
+        channels = [grpc.aio.insecure_channel(address) for _ in range(8)]
+        stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+
+        async def call(i: int):
+            try:
+                return await stubs[i % 8].ModelInfer(request, timeout=120)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+
+        try:
+            return await asyncio.gather(*(call(i) for i in range(64)))
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    with Server(env) as server:
+        worker = requests.get(f"{server.url}/status", timeout=10).json()["worker"]["pid"]
+        # one call of the same size first: what the model itself allocates for it is not the flood's
+        assert asyncio.run(_one_grpc_call(server.grpc_address, images)) == [256, 10]
+        before = _rss_mib(worker)
+        peak, flooding = [before], True
+
+        def sample():
+            while flooding:
+                peak.append(_rss_mib(worker))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        floods, settled = [], []
+        for _ in range(3):  # the same flood three times: memory reused once it has settled, not grown
+            floods.append(asyncio.run(flood(server.grpc_address)))
+            time.sleep(0.5)
+            settled.append(_rss_mib(worker))
+        flooding = False
+        sampler.join()
+        admission = requests.get(f"{server.url}/status", timeout=10).json()["inflight_bytes"]
+        good = asyncio.run(_one_grpc_call(server.grpc_address, images[:1]))
+    answers = floods[0]
+    print(f"gRPC flood: {sum(not isinstance(a, grpc.aio.AioRpcError) for a in answers)} answered, "
+          f"{sum(isinstance(a, grpc.aio.AioRpcError) for a in answers)} refused; worker RSS {before:.0f} MiB, "
+          f"peak {max(peak):.0f}, after each of 3 floods {[round(r) for r in settled]}; bytes held at "
+          f"most {admission['peak']:,}")  # fmt: skip
+    for outcome in floods:
+        refused = [a for a in outcome if isinstance(a, grpc.aio.AioRpcError)]
+        answered = [a for a in outcome if not isinstance(a, grpc.aio.AioRpcError)]
+        assert answered and refused, (len(answered), len(refused))
+        assert {a.code() for a in refused} == {grpc.StatusCode.UNAVAILABLE}
+        assert all("MAX_INFLIGHT_BYTES 4000000" in a.details() for a in refused), refused[0].details()
+        assert all(len(a.raw_output_contents) == 2 for a in answered)
+    assert admission["peak"] <= 4_000_000 + request.ByteSize(), admission
+    # the transport receives a message whole before admission sees it, so the flood's messages pass
+    # through memory (51 MB): the peak stays below that plus the model's own, and once the allocator
+    # holds what a flood needs, the next flood reuses it instead of growing the worker
+    assert max(peak) - before < 64 and settled[2] - settled[1] < 16, (before, max(peak), settled)
+    assert good == [1, 10]
+
+
+async def _one_grpc_call(address: str, images) -> bool:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=MNIST.name)
+    request.inputs.add(name=MNIST.input_name, datatype="FP32", shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+    async with grpc.aio.insecure_channel(address) as channel:
+        response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    return list(response.outputs[0].shape)

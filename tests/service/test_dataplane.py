@@ -71,9 +71,13 @@ def test_one_error_table_for_both_protocols():
     assert Refused(Kind.OVERLOADED, "x", retry_after_s=2.4).http_headers() == [(b"retry-after", b"2")]
 
 
-async def serving(plane, body):
-    """Run `body(client)` against the plane's gRPC server (grpc.aio) on a free port."""
-    server = GrpcServer(plane, plane.settings)
+# Both servers GRPC_SERVER offers under the servicer
+SERVERS = pytest.mark.parametrize("grpc_server", ["native", "grpcio"])
+
+
+async def serving(plane, body, grpc_server: str = "native"):
+    """Run `body(client)` against the plane's gRPC server (GRPC_SERVER `grpc_server`) on a free port."""
+    server = GrpcServer(plane, plane.settings.model_copy(update={"grpc_server": grpc_server}))
     await server.start(port=0)
     try:
         async with triton_aio.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
@@ -83,7 +87,8 @@ async def serving(plane, body):
         await plane.close()
 
 
-def test_grpc_answers_from_the_data_plane_with_its_status_codes():
+@SERVERS
+def test_grpc_answers_from_the_data_plane_with_its_status_codes(grpc_server):
     plane = fake_plane()
 
     async def body(client):
@@ -109,7 +114,7 @@ def test_grpc_answers_from_the_data_plane_with_its_status_codes():
         config = await client.get_model_config("housing_mlp", as_json=True)
         return result, digits, errors, ready, config
 
-    result, digits, errors, ready, config = asyncio.run(serving(plane, body))
+    result, digits, errors, ready, config = asyncio.run(serving(plane, body, grpc_server))
     assert result.as_numpy("value")[:, 0].tolist() == [28.0, 92.0]
     assert result.get_response().model_version == "1"
     assert digits.as_numpy("probabilities").shape == (2, 10) and digits.as_numpy("logits")[1, 9] == 10.0
@@ -132,7 +137,8 @@ def test_grpc_answers_from_the_data_plane_with_its_status_codes():
     )
 
 
-def test_a_grpc_flood_of_large_messages_is_refused_by_the_byte_budget():
+@SERVERS
+def test_a_grpc_flood_of_large_messages_is_refused_by_the_byte_budget(grpc_server):
     """64 concurrent calls of 64 images (200 KB each, 12.8 MB together) against a 1 MB budget while the
     model is held: the calls past the budget are refused at once with UNAVAILABLE naming
     MAX_INFLIGHT_BYTES, the bytes held never pass the budget by more than the one call that always
@@ -155,7 +161,7 @@ def test_a_grpc_flood_of_large_messages_is_refused_by_the_byte_budget():
         after = [await call(client, images[:1]) for _ in range(3)]
         return answers, after
 
-    answers, after = asyncio.run(serving(plane, body))
+    answers, after = asyncio.run(serving(plane, body, grpc_server))
     refused = [a for a in answers if isinstance(a, InferenceServerException)]
     answered = [a for a in answers if not isinstance(a, InferenceServerException)]
     assert refused and answered, (len(refused), len(answered))
@@ -188,3 +194,25 @@ def test_grpc_refuses_what_would_miss_its_deadline():
     assert first.as_numpy("value").shape == (1, 1)
     assert refused.status() == "StatusCode.UNAVAILABLE" and "past its deadline of 50 ms" in refused.message()
     assert "MODELS__HOUSING_MLP__MAX_LATENCY_MS" in refused.message()
+
+
+def test_grpc_calls_past_the_request_timeout_end_with_deadline_exceeded():
+    """REQUEST_TIMEOUT_S over gRPC: the data plane's watchdog ends a call held past it (within a tenth
+    of it) with DEADLINE_EXCEEDED, and the worker holds nothing afterwards."""
+    gate = threading.Event()
+    plane = fake_plane({"housing_mlp": FakeBackend(HOUSING, gate=gate)}, request_timeout_s=1)
+
+    async def body(client):
+        start = asyncio.get_running_loop().time()
+        try:
+            await client.infer("housing_mlp", [infer_input("features", np.ones((1, 8), np.float32))])
+        except InferenceServerException as exc:
+            refused = exc
+        elapsed = asyncio.get_running_loop().time() - start
+        gate.set()
+        return refused, elapsed
+
+    refused, elapsed = asyncio.run(serving(plane, body))
+    assert refused.status() == "StatusCode.DEADLINE_EXCEEDED" and "REQUEST_TIMEOUT_S" in refused.message()
+    assert 1.0 <= elapsed < 1.5, elapsed
+    assert plane.in_flight == 0 and plane.memory.held == 0

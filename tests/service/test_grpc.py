@@ -199,3 +199,27 @@ def test_server_reflection_describes_the_services(format_server):
         m.name for m in service.methods
     }
     channel.close()
+
+
+def test_grpcio_s_own_server_still_serves_everything(smoke_models, housing):
+    """GRPC_SERVER=grpcio (grpc.aio, the fallback of the default pygrpc-native): the same servicer
+    answers inference, health, reflection and refusals."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    from loadtests.server import Server
+
+    with Server(models_env(smoke_models, WORKERS="1", GRPC_SERVER="grpcio")) as server:
+        assert requests.get(f"{server.url}/status", timeout=10).json()["settings"]["grpc_server"] == "grpcio"
+        client = triton_grpc.InferenceServerClient(server.grpc_address)
+        rows = housing.test.x[:10]
+        x = triton_grpc.InferInput(HOUSING.input_name, list(rows.shape), "FP32")
+        x.set_data_from_numpy(rows)
+        expected = offline_outputs(smoke_models["housing_mlp"]["tag"], "onnx", HOUSING, rows)
+        np.testing.assert_allclose(client.infer(HOUSING.name, [x]).as_numpy("value"), expected, atol=1e-5)
+        with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT"):
+            client.infer(MNIST.name, [x])
+        channel = grpc.insecure_channel(server.grpc_address)
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert "inference.GRPCInferenceService" in ProtoReflectionDescriptorDatabase(channel).get_services()
+        channel.close()
